@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Each builds .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Runs a real sync session on the embedded default (SQLite store, Prefect ephemeral mode,
+## a sample seq server it starts itself).
+demo: $(STAMP)
+	$(BIN)/syncflow demo
+
+## Runs the whole test suite (needs the local PostgreSQL and MariaDB; starts them if down).
+test: $(STAMP)
+	bash scripts/ensure-services.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncflow flows tasks blocks deployments tests bench
+	$(BIN)/ruff format --check syncflow flows tasks blocks deployments tests bench
+
+bench: $(STAMP)
+	bash scripts/ensure-services.sh
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .syncflow

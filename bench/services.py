@@ -1,0 +1,333 @@
+"""What the benchmark starts and owns: the seq server and Prefect server processes, and the
+throwaway PostgreSQL databases. Each process runs in its own session (process group), so its
+memory and CPU are never counted as the measured pipeline's, and it can be stopped by id.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import httpx
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ServiceError(RuntimeError):
+    """A process or database the benchmark needs did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(
+    url: str, *, proc: subprocess.Popen[bytes], timeout: float, headers: dict[str, str] | None = None
+) -> None:
+    """Poll ``url`` until it answers 200; fail early when ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise ServiceError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} (see its log)")  # type: ignore[arg-type]
+        try:
+            if httpx.get(url, headers=headers, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{url} did not answer within {timeout:g}s")
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------ CPU accounting
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ')'.
+    head, _, tail = raw.rpartition(")")
+    return [head.split("(", 1)[1], *tail.split()]
+
+
+def _all_stats() -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                out[int(entry.name)] = fields
+    return out
+
+
+def _cpu(fields: list[str]) -> float:
+    # fields[0] is comm; /proc/PID/stat's utime/stime are fields 14/15 (1-based) -> 12/13 here.
+    return (int(fields[12]) + int(fields[13])) / _CLK_TCK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by ``root`` and its live descendants (Linux /proc)."""
+    stats = _all_stats()
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[2]), []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += _cpu(stats[pid])
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+class CpuSampler:
+    """CPU seconds used by groups of processes during a ``with`` block, sampled from /proc.
+
+    A process seen at the start counts from there; one born later counts in full; one that
+    exits counts up to its last sample (``interval`` bounds what is lost). Groups: every
+    ``postgres`` process (server and backends), and the process trees of the given roots.
+    """
+
+    def __init__(self, roots: dict[str, int], interval: float = 0.2) -> None:
+        self.roots = roots
+        self.interval = interval
+        self.used: dict[str, float] = {}
+        self._first: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def _sample(self, initial: bool) -> None:
+        stats = _all_stats()
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[2]), []).append(pid)
+        group_of: dict[int, str] = {}
+        for group, root in self.roots.items():
+            todo = [root]
+            while todo:
+                pid = todo.pop()
+                group_of[pid] = group
+                todo.extend(children.get(pid, ()))
+        for pid, fields in stats.items():
+            group = group_of.get(pid) or ("postgres" if fields[0].startswith("postgres") else None)
+            if group is None:
+                continue
+            cpu = _cpu(fields)
+            if initial:
+                self._first[pid] = cpu
+            self._first.setdefault(pid, 0.0)
+            self._last[pid] = (group, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(initial=False)
+
+    def __enter__(self) -> Self:
+        self._sample(initial=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+        used: dict[str, float] = {}
+        for pid, (group, cpu) in self._last.items():
+            used[group] = used.get(group, 0.0) + cpu - self._first[pid]
+        self.used = used
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class _Process:
+    """A subprocess in its own session, logging to a file, stopped by SIGTERM to its group."""
+
+    name = "process"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return self.proc
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.pid) if self.proc is not None else 0.0
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class SeqServerProcess(_Process):
+    """``python -m syncflow.seqserver`` in its own process; admin calls over HTTP."""
+
+    name = "seqserver"
+
+    def __init__(self, *, messages: int, token: str, seed: int, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.messages = messages
+        self.token = token
+        self.seed = seed
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.port = free_port()
+        args = [
+            sys.executable, "-m", "syncflow.seqserver",
+            "--port", str(self.port), "--messages", str(self.messages),
+            "--token", self.token, "--seed", str(self.seed),
+        ]  # fmt: skip
+        proc = self._spawn(args)
+        wait_http(f"{self.url}/_admin/state", proc=proc, timeout=timeout, headers=self._headers)
+        return self.url
+
+    def state(self) -> dict[str, Any]:
+        """``{"messages": n, "maxSeq": s, "conversations": c}``."""
+        response = httpx.get(f"{self.url}/_admin/state", headers=self._headers, timeout=10.0)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def append(self, n: int) -> None:
+        response = httpx.post(f"{self.url}/_admin/append", json={"n": n}, headers=self._headers, timeout=30.0)
+        response.raise_for_status()
+
+    def forget_requests(self) -> None:
+        httpx.delete(f"{self.url}/_admin/requests", headers=self._headers, timeout=10.0).raise_for_status()
+
+
+class PrefectServerProcess(_Process):
+    """``prefect server start`` on a free port with its own PREFECT_HOME (SQLite backend)."""
+
+    name = "prefect-server"
+
+    def __init__(self, *, home: Path, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.home = home
+        self.port = 0
+        self.startup_s = 0.0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self, timeout: float = 120.0) -> str:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        started = time.perf_counter()
+        proc = self._spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], env)
+        wait_http(f"{self.api_url}/health", proc=proc, timeout=timeout)
+        self.startup_s = time.perf_counter() - started
+        return self.api_url
+
+
+# ---------------------------------------------------------------------------- databases
+
+
+def conninfo(url: str) -> str:
+    """A libpq connection string from a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgDatabases:
+    """Creates databases named ``<prefix>_<label>`` and drops them (all of them at the end)."""
+
+    def __init__(self, admin_url: str, prefix: str) -> None:
+        self.admin_url = admin_url
+        self.prefix = prefix
+        self.created: list[str] = []
+
+    def _admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(conninfo(self.admin_url), autocommit=True, connect_timeout=5)
+
+    def create(self, label: str) -> str:
+        """Create a fresh database; returns its SQLAlchemy URL."""
+        name = f"{self.prefix}_{label}"
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if name in self.created:
+            self.created.remove(name)
+
+    def checkpoint(self) -> None:
+        """Flush dirty buffers now, so no checkpoint of an earlier run lands in the next one."""
+        with self._admin() as conn:
+            conn.execute("CHECKPOINT")
+
+    def drop_all(self) -> None:
+        with self._admin() as conn:
+            for name in list(self.created):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                self.created.remove(name)

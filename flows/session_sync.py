@@ -1,0 +1,148 @@
+"""The session parent flow: one session over many instances, fanned out to subflows."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as flow_run_runtime
+from prefect.states import Cancelled
+
+from flows.db_instance_sync import sync_db_instance
+from flows.instance_sync import sync_instance
+from syncflow.models import Category, SessionStatus, SyncType
+from tasks import session_control as ctl
+from tasks.session import open_session, session_summary
+
+# The seed's defaults: metadata 5, messages 3; database categories 5.
+DEFAULT_LIMITS: dict[str, int] = {
+    Category.METADATA.value: 5,
+    Category.MESSAGES.value: 3,
+    Category.ACCOUNT.value: 5,
+    Category.CAPACITY.value: 5,
+    Category.CONFIG.value: 5,
+    Category.OTHER.value: 3,
+}
+
+
+# Which subflow syncs an instance of each kind (http-seq, and anything else, by sync_instance).
+DB_KINDS = frozenset({"postgres", "mysql"})
+
+
+class SessionFailed(Exception):
+    """At least one instance of the session failed (the parent run fails so alerts fire)."""
+
+
+@flow(
+    name="sync-session",
+    flow_run_name="{category}-{sync_type}",
+    on_crashed=[ctl.close_on_crash],
+    on_cancellation=[ctl.close_on_cancel],
+    on_failure=[ctl.close_on_failure],
+)
+async def sync_session(
+    category: str = "messages",
+    instances: list[str] | None = None,
+    tags: list[str] | None = None,
+    sync_type: str = SyncType.MANUAL_BATCH.value,
+    created_by: str | None = None,
+    priorities: dict[str, int] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    concurrency: int | None = None,
+    session_id: str | None = None,
+    retry_of: str | None = None,
+) -> Any:
+    """Sync ``category`` over the instances named (or tagged, or every enabled one).
+
+    Instances run concurrently, highest priority first, at most as many at once as the
+    Prefect global concurrency limit ``tag:sync:<category>`` allows — across sessions,
+    processes and workers. The limit is created when missing with ``concurrency`` slots
+    (default per category); an existing limit keeps its value (change it with
+    ``prefect gcl update tag:sync:<category> --limit N``). The run fails when any instance
+    failed and ends Cancelled when the session was cancelled (``syncflow sessions cancel``
+    or cancelling this run in Prefect). ``session_id`` lets the caller choose the new
+    session's id (a UUID) to follow it before the run starts. ``retry_of``: a new session
+    over the failed instances of that session (``instances``/``tags`` are then ignored).
+    """
+    logger = get_run_logger()
+    if retry_of:
+        plan = await ctl.open_retry_session(retry_of, created_by, flow_run_runtime.id, session_id)
+        category = plan.category
+        limit = await ctl.ensure_concurrency_limit(category, concurrency or DEFAULT_LIMITS.get(category, 3))
+    else:
+        # before our own records exist: they would count as a live sync of the category
+        limit = await ctl.ensure_concurrency_limit(category, concurrency or DEFAULT_LIMITS.get(category, 3))
+        plan = await open_session(
+            sync_category=category,
+            sync_type=sync_type,
+            instances=instances or [],
+            tags=tags or [],
+            created_by=created_by,
+            priorities=priorities,
+            options=options,
+            flow_run_id=flow_run_runtime.id,
+            session_id=session_id,
+        )
+    if limit["reset_slots"]:
+        logger.warning("%s: released %d stale slot(s) of dead holders", limit["name"], limit["reset_slots"])
+    logger.info("session %s: %d instance(s), limit %s", plan.session_id, len(plan.records), limit["name"])
+    progress = await ctl.create_progress(plan) if plan.records else None
+
+    cancelled: dict[str, str] = {}
+    started: set[int] = set()
+    waiting: dict[int, asyncio.Task[Any]] = {}
+    done = 0
+
+    def on_cancel(reason: str) -> None:
+        cancelled.setdefault("reason", reason)
+        for rid, t in waiting.items():  # not started yet: stop waiting for a slot
+            if rid not in started:
+                t.cancel()
+
+    # Slots are requested in priority order (each waits until the one before it holds a
+    # slot); Prefect's limit alone decides how many run at once.
+    turns = [asyncio.Event() for _ in plan.records]
+
+    async def one(i: int, rec: Any) -> Any:
+        nonlocal done
+        subflow = sync_db_instance if rec.kind in DB_KINDS else sync_instance
+        try:
+            if i:
+                await turns[i - 1].wait()
+            async with ctl.hold_slot(ctl.limit_name(category)):  # concurrency(..., strict=True)
+                turns[i].set()
+                if cancelled:
+                    return None
+                started.add(rec.record_id)
+                return await subflow(
+                    record_id=rec.record_id, instance=rec.instance, category=category, return_state=True
+                )
+        finally:
+            turns[i].set()
+            done += 1
+            if progress is not None:
+                await ctl.update_progress(progress, done, len(plan.records))
+
+    watcher = asyncio.create_task(ctl.watch_cancellation(plan.session_id, flow_run_runtime.id, on_cancel))
+    try:
+        for i, rec in enumerate(plan.records):
+            waiting[rec.record_id] = asyncio.create_task(one(i, rec))
+        outcomes = await asyncio.gather(*waiting.values(), return_exceptions=True)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    if errors:  # e.g. no slot could be had: records that never ran must not stay pending
+        logger.error("session %s: %d instance(s) could not run: %s", plan.session_id, len(errors), errors[0])
+        await ctl.close_open_records(plan.session_id, f"could not run: {type(errors[0]).__name__}: {errors[0]}")
+
+    await ctl.publish_artifacts(plan.session_id)
+    summary = await session_summary(plan.session_id)
+    if summary["status"] == SessionStatus.CANCELLED:
+        reason = cancelled.get("reason") or f"session {plan.session_id} was cancelled"
+        return Cancelled(message=reason)
+    if summary["failed_instances"]:
+        failed = [r["instance"] for r in summary["records"] if r["status"] == "failed"]
+        raise SessionFailed(f"session {plan.session_id}: {len(failed)} instance(s) failed: {', '.join(failed)}")
+    return summary

@@ -1,0 +1,498 @@
+"""Database-instance snapshots in the store: accounts, server settings, capacity samples.
+
+Accounts and settings are full snapshots diffed against what is stored for the instance
+(like :mod:`syncflow.metadata_store`): new ones are created, changed ones updated, ones the
+server no longer lists are marked deleted (kept, with ``deleted_at``), a deleted one that
+comes back is restored (counted as updated), the rest counted unchanged. Every diff also
+says, in words, what changed::
+
+    alice: +CREATEDB, -member of ops, +SELECT on public.orders
+    work_mem: 4MB -> 8MB
+
+Capacity is a time series: :func:`append_capacity` adds one row per (instance, database,
+session); applying the same session again replaces that session's rows (a retried task
+does not double them). Its change list compares each database with its previous sample.
+
+Functions take a SQLAlchemy ``Session`` and flush, never commit: the caller's
+``session_scope()`` puts the rows, the record's counts and the cursor in one transaction.
+:func:`store_snapshot` is that transaction for an instance sync (what a Prefect task calls
+after ``syncflow.sources.db_connection.read_snapshot``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from syncflow import sessions as book
+from syncflow import sync_state
+from syncflow.db import get_engine, session_scope
+from syncflow.errors import ConfigError, ProtocolError
+from syncflow.models import Account, CapacitySample, Category, ServerSetting, utcnow
+from syncflow.sessions import ItemCounts
+from syncflow.sources.db_snapshots import AccountSnapshot, DatabaseSize, SettingSnapshot
+
+if TYPE_CHECKING:
+    from syncflow.seq_engine import InstanceRun
+
+__all__ = [
+    "DETAILS_LIMIT",
+    "LINE_ITEMS_LIMIT",
+    "DiffResult",
+    "account_changes",
+    "append_capacity",
+    "apply_accounts",
+    "apply_settings",
+    "capacity_history",
+    "human_bytes",
+    "list_accounts",
+    "list_settings",
+    "setting_change",
+    "store_snapshot",
+]
+
+DETAILS_LIMIT: Final = 100  # change lines / names kept in sync_details
+LINE_ITEMS_LIMIT: Final = 30  # changes listed on one account's line before "... and N more"
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class DiffResult:
+    """What one apply did: exact counts and, in words, every change."""
+
+    counts: ItemCounts
+    changes: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def details(self, limit: int = DETAILS_LIMIT) -> dict[str, Any]:
+        """For the record's ``sync_details``: capped lists, with the full totals."""
+        return {
+            "changes": self.changes[:limit],
+            "changes_total": len(self.changes),
+            "changes_truncated": len(self.changes) > limit,
+            "created": self.created[:limit],
+            "updated": self.updated[:limit],
+            "deleted": self.deleted[:limit],
+        }
+
+
+def _unique(items: Iterable[_T], key: Any, *, what: str, instance: str) -> dict[str, _T]:
+    out: dict[str, _T] = {}
+    for item in items:
+        k = key(item)
+        if k in out:
+            raise ProtocolError(f"instance {instance}: {what} {k!r} listed twice in one snapshot")
+        out[k] = item
+    return out
+
+
+def _coerce(items: Iterable[Any], cls: Any) -> list[Any]:
+    return [item if isinstance(item, cls) else cls.from_json(item) for item in items]
+
+
+# ===================================================================== accounts
+
+
+def _flag(name: str) -> str:
+    return name.upper().replace("_", " ").replace(".", " ")
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def account_changes(old: AccountSnapshot, new: AccountSnapshot) -> list[str]:
+    """``["+CREATEDB", "connection_limit: -1 -> 5", "-member of ops", "+SELECT on public.orders"]``.
+
+    Attributes first (a boolean one as ``+FLAG`` / ``-FLAG``), then memberships, then
+    privileges; each group sorted, a removal before the addition of the same item.
+    """
+    out: list[str] = []
+    missing = object()
+    for key in sorted(set(old.attributes) | set(new.attributes)):
+        before, after = old.attributes.get(key, missing), new.attributes.get(key, missing)
+        if before == after and type(before) is type(after):
+            continue
+        if isinstance(after, bool) and (isinstance(before, bool) or before is missing or before is None):
+            out.append(("+" if after else "-") + _flag(key))
+        elif isinstance(before, bool) and after is missing:
+            out.append(f"{key}: {before} -> (gone)")
+        else:
+            b = "(none)" if before is missing else _show(before)
+            a = "(gone)" if after is missing else _show(after)
+            out.append(f"{key}: {b} -> {a}")
+
+    def sets(before: Sequence[str], after: Sequence[str], fmt: str) -> list[str]:
+        gone, came = set(before) - set(after), set(after) - set(before)
+        marked = [(item, 0, "-") for item in gone] + [(item, 1, "+") for item in came]
+        return [sign + fmt.format(item) for item, _, sign in sorted(marked)]
+
+    out += sets(old.memberships, new.memberships, "member of {}")
+    out += sets(old.privileges, new.privileges, "{}")
+    return out
+
+
+def _line(identity: str, items: list[str]) -> str:
+    if len(items) > LINE_ITEMS_LIMIT:
+        items = [*items[:LINE_ITEMS_LIMIT], f"... and {len(items) - LINE_ITEMS_LIMIT} more"]
+    return f"{identity}: {', '.join(items)}"
+
+
+def _stored_account(row: Account) -> AccountSnapshot:
+    return AccountSnapshot(
+        identity=row.identity,
+        attributes=dict(row.attributes or {}),
+        privileges=list(row.privileges or []),
+        memberships=list(row.memberships or []),
+    )
+
+
+def apply_accounts(
+    session: Session,
+    *,
+    instance_id: int,
+    snapshot: Iterable[AccountSnapshot | Mapping[str, Any]],
+    session_id: str | None = None,
+    instance_name: str = "",
+) -> DiffResult:
+    """Diff a full accounts snapshot against the instance's stored accounts; flushes, never commits.
+
+    ``snapshot`` holds :class:`AccountSnapshot` (or their ``to_json()`` dicts). An identity
+    listed twice raises :class:`~syncflow.errors.ProtocolError` and changes nothing.
+    """
+    where = instance_name or str(instance_id)
+    live = _unique(_coerce(snapshot, AccountSnapshot), lambda a: a.identity, what="account", instance=where)
+    stored = {row.identity: row for row in session.scalars(select(Account).where(Account.instance_id == instance_id))}
+    now = utcnow()
+    result = DiffResult(counts=ItemCounts())
+    unchanged = 0
+    for identity in sorted(live):
+        new = live[identity]
+        row = stored.get(identity)
+        if row is None:
+            session.add(
+                Account(
+                    instance_id=instance_id,
+                    identity=identity,
+                    attributes=new.attributes,
+                    privileges=new.privileges,
+                    memberships=new.memberships,
+                    fingerprint=new.fingerprint,
+                    first_seen_at=now,
+                    updated_at=now,
+                    last_session_id=session_id,
+                )
+            )
+            result.created.append(identity)
+            result.changes.append(
+                f"{identity}: created ({len(new.privileges)} privileges, {len(new.memberships)} memberships)"
+            )
+            continue
+        if not row.deleted and row.fingerprint == new.fingerprint:
+            unchanged += 1
+            continue
+        diff = account_changes(_stored_account(row), new)
+        if row.deleted:
+            diff.insert(0, "restored")
+        row.attributes = new.attributes
+        row.privileges = new.privileges
+        row.memberships = new.memberships
+        row.fingerprint = new.fingerprint
+        row.deleted = False
+        row.deleted_at = None
+        row.last_session_id = session_id
+        result.updated.append(identity)
+        # Equal content under another fingerprint (e.g. an older hashing) is still an update.
+        result.changes.append(_line(identity, diff or ["refreshed"]))
+    for identity in sorted(stored):
+        row = stored[identity]
+        if identity not in live and not row.deleted:
+            row.deleted = True
+            row.deleted_at = now
+            row.last_session_id = session_id
+            result.deleted.append(identity)
+            result.changes.append(f"{identity}: deleted")
+    session.flush()
+    result.counts = ItemCounts(
+        synced=len(live),
+        created=len(result.created),
+        updated=len(result.updated),
+        deleted=len(result.deleted),
+        unchanged=unchanged,
+    )
+    return result
+
+
+def list_accounts(session: Session, *, instance_id: int, include_deleted: bool = False) -> list[Account]:
+    stmt = select(Account).where(Account.instance_id == instance_id)
+    if not include_deleted:
+        stmt = stmt.where(Account.deleted.is_(False))
+    return list(session.scalars(stmt.order_by(Account.identity)))
+
+
+# ===================================================================== settings
+
+
+def setting_change(old: SettingSnapshot, new: SettingSnapshot) -> str:
+    """``work_mem: 4MB -> 8MB (source: default -> database)``."""
+    parts = []
+    for key in sorted(set(old.attributes) | set(new.attributes)):
+        before, after = old.attributes.get(key), new.attributes.get(key)
+        if before != after and key != "setting":  # ``setting`` is the raw form of the value
+            parts.append(f"{key}: {_show(before)} -> {_show(after)}")
+    if old.value != new.value:
+        head = f"{new.name}: {_show(old.value)} -> {_show(new.value)}"
+        return f"{head} ({'; '.join(parts)})" if parts else head
+    if parts:
+        return f"{new.name}: {'; '.join(parts)}"
+    return f"{new.name}: refreshed"
+
+
+def apply_settings(
+    session: Session,
+    *,
+    instance_id: int,
+    snapshot: Iterable[SettingSnapshot | Mapping[str, Any]],
+    session_id: str | None = None,
+    instance_name: str = "",
+) -> DiffResult:
+    """Diff a full settings snapshot against the instance's stored settings; flushes, never commits."""
+    where = instance_name or str(instance_id)
+    live = _unique(_coerce(snapshot, SettingSnapshot), lambda s: s.name, what="setting", instance=where)
+    stored = {
+        row.name: row for row in session.scalars(select(ServerSetting).where(ServerSetting.instance_id == instance_id))
+    }
+    now = utcnow()
+    result = DiffResult(counts=ItemCounts())
+    unchanged = 0
+    for name in sorted(live):
+        new = live[name]
+        row = stored.get(name)
+        if row is None:
+            session.add(
+                ServerSetting(
+                    instance_id=instance_id,
+                    name=name,
+                    value=new.value,
+                    attributes=new.attributes,
+                    first_seen_at=now,
+                    updated_at=now,
+                    last_session_id=session_id,
+                )
+            )
+            result.created.append(name)
+            result.changes.append(f"+{name} = {_show(new.value)}")
+            continue
+        old = SettingSnapshot(name=name, value=row.value, attributes=dict(row.attributes or {}))
+        if not row.deleted and old.value == new.value and old.attributes == new.attributes:
+            unchanged += 1
+            continue
+        if row.deleted:
+            result.changes.append(f"+{name} = {_show(new.value)} (restored, was {_show(old.value)})")
+        else:
+            result.changes.append(setting_change(old, new))
+        row.value = new.value
+        row.attributes = new.attributes
+        row.deleted = False
+        row.deleted_at = None
+        row.last_session_id = session_id
+        result.updated.append(name)
+    for name in sorted(stored):
+        row = stored[name]
+        if name not in live and not row.deleted:
+            row.deleted = True
+            row.deleted_at = now
+            row.last_session_id = session_id
+            result.deleted.append(name)
+            result.changes.append(f"-{name} (was {_show(row.value)})")
+    session.flush()
+    result.counts = ItemCounts(
+        synced=len(live),
+        created=len(result.created),
+        updated=len(result.updated),
+        deleted=len(result.deleted),
+        unchanged=unchanged,
+    )
+    return result
+
+
+def list_settings(session: Session, *, instance_id: int, include_deleted: bool = False) -> list[ServerSetting]:
+    stmt = select(ServerSetting).where(ServerSetting.instance_id == instance_id)
+    if not include_deleted:
+        stmt = stmt.where(ServerSetting.deleted.is_(False))
+    return list(session.scalars(stmt.order_by(ServerSetting.name)))
+
+
+# ===================================================================== capacity
+
+
+def human_bytes(n: int | float) -> str:
+    """``1536`` -> ``1.5 KiB``; ``-2097152`` -> ``-2.0 MiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _latest_samples(session: Session, *, instance_id: int, before_session: str | None) -> dict[str, int]:
+    """Bytes of the newest sample of each database of the instance (other sessions only)."""
+    cond = [CapacitySample.instance_id == instance_id]
+    if before_session is not None:
+        cond.append((CapacitySample.session_id != before_session) | CapacitySample.session_id.is_(None))
+    newest = (
+        select(CapacitySample.database, func.max(CapacitySample.collected_at).label("at"))
+        .where(*cond)
+        .group_by(CapacitySample.database)
+        .subquery()
+    )
+    rows = session.execute(
+        select(CapacitySample.database, CapacitySample.bytes, CapacitySample.id)
+        .join(
+            newest,
+            (newest.c.database == CapacitySample.database) & (newest.c.at == CapacitySample.collected_at),
+        )
+        .where(*cond)
+        .order_by(CapacitySample.id)
+    )
+    return {database: size for database, size, _ in rows}  # the last id wins a tie
+
+
+def append_capacity(
+    session: Session,
+    *,
+    instance_id: int,
+    session_id: str | None,
+    sizes: Iterable[DatabaseSize | Mapping[str, Any]],
+    collected_at: dt.datetime | None = None,
+    instance_name: str = "",
+) -> DiffResult:
+    """Add one capacity sample per database; flushes, never commits.
+
+    Counts: ``created`` = samples added, ``updated`` = samples of this same session
+    replaced (a retry), ``synced`` = databases measured. ``changes`` compares each database
+    with its newest earlier sample: ``app: 8.0 MiB -> 9.5 MiB (+1.5 MiB)``, ``+newdb: 7.4 MiB``,
+    ``-olddb (last 7.4 MiB)``; databases whose size did not move are not listed.
+    """
+    where = instance_name or str(instance_id)
+    live = _unique(_coerce(sizes, DatabaseSize), lambda d: d.database, what="database", instance=where)
+    at = collected_at or utcnow()
+    previous = _latest_samples(session, instance_id=instance_id, before_session=session_id)
+    existing: dict[str, CapacitySample] = {}
+    if session_id is not None:
+        existing = {
+            row.database: row
+            for row in session.scalars(
+                select(CapacitySample).where(
+                    CapacitySample.instance_id == instance_id, CapacitySample.session_id == session_id
+                )
+            )
+        }
+    result = DiffResult(counts=ItemCounts())
+    for name in sorted(live):
+        size = live[name]
+        row = existing.get(name)
+        if row is None:
+            session.add(
+                CapacitySample(
+                    instance_id=instance_id,
+                    session_id=session_id,
+                    database=name,
+                    bytes=int(size.bytes),
+                    tables=size.tables,
+                    collected_at=at,
+                )
+            )
+            result.created.append(name)
+        else:
+            row.bytes = int(size.bytes)
+            row.tables = size.tables
+            row.collected_at = at
+            result.updated.append(name)
+        before = previous.get(name)
+        if before is None:
+            result.changes.append(f"+{name}: {human_bytes(size.bytes)}")
+        elif before != size.bytes:
+            delta = size.bytes - before
+            sign = "+" if delta > 0 else "-"
+            result.changes.append(
+                f"{name}: {human_bytes(before)} -> {human_bytes(size.bytes)} ({sign}{human_bytes(abs(delta))})"
+            )
+    for name in sorted(set(previous) - set(live)):
+        result.changes.append(f"-{name} (last {human_bytes(previous[name])})")
+    session.flush()
+    result.counts = ItemCounts(synced=len(live), created=len(result.created), updated=len(result.updated))
+    return result
+
+
+def capacity_history(
+    session: Session,
+    *,
+    instance_id: int,
+    database: str | None = None,
+    since: dt.datetime | None = None,
+) -> list[CapacitySample]:
+    """The instance's samples (of one database, since a time), oldest first."""
+    stmt = select(CapacitySample).where(CapacitySample.instance_id == instance_id)
+    if database is not None:
+        stmt = stmt.where(CapacitySample.database == database)
+    if since is not None:
+        stmt = stmt.where(CapacitySample.collected_at >= since)
+    return list(session.scalars(stmt.order_by(CapacitySample.collected_at, CapacitySample.id)))
+
+
+# ============================================================ one instance sync, one transaction
+
+
+def store_snapshot(
+    run: InstanceRun,
+    *,
+    snapshot: Sequence[AccountSnapshot | SettingSnapshot | DatabaseSize | Mapping[str, Any]],
+    engine: Engine | None = None,
+) -> DiffResult:
+    """Store a snapshot of ``run.category`` with the record's counts and details, in one transaction.
+
+    ``account`` -> :func:`apply_accounts`, ``config`` -> :func:`apply_settings`, ``capacity``
+    -> :func:`append_capacity`. The same transaction renews the (instance, category) lease
+    (raising ``LeaseLostError`` - and storing nothing - when another sync took it over) and,
+    when accounts or settings changed, bumps the state's ``metadata_version``.
+    """
+    if run.category not in (Category.ACCOUNT, Category.CONFIG, Category.CAPACITY):
+        raise ConfigError(f"instance {run.instance_name}: no database snapshot for category {run.category!r}")
+    engine = engine or get_engine()
+    where = {"instance_id": run.instance_id, "instance_name": run.instance_name}
+    with session_scope(engine) as s:
+        sync_state.advance_cursor(
+            s,
+            instance_id=run.instance_id,
+            category=run.category,
+            owner=run.owner,
+            last_seq=None,
+            lease_seconds=run.lease_seconds,
+        )
+        if run.category == Category.ACCOUNT:
+            result = apply_accounts(s, snapshot=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
+        elif run.category == Category.CONFIG:
+            result = apply_settings(s, snapshot=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
+        else:
+            result = append_capacity(s, sizes=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
+        details = result.details()
+        if result.changed and run.category != Category.CAPACITY:
+            details["metadata_version"] = sync_state.bump_metadata_version(
+                s, instance_id=run.instance_id, category=run.category
+            )
+        book.add_record_progress(s, record_id=run.record_id, counts=result.counts, details=details)
+    return result

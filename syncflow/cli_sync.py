@@ -1,0 +1,452 @@
+"""The commands that run flows: ``syncflow sync ...`` and ``syncflow demo``.
+
+This is the one place of the core package that reaches Prefect, and only lazily inside the
+commands (``import syncflow`` stays Prefect-free): they create blocks and call the flows in
+``flows/``, in Prefect's ephemeral mode unless ``PREFECT_API_URL`` names a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+
+from syncflow import cli as base
+from syncflow.db import session_scope
+from syncflow.errors import ConfigError
+from syncflow.instances import select_instances
+from syncflow.models import Category, InstanceKind, SyncInstanceRecord, SyncSession
+
+sync_app = typer.Typer(
+    help="Run syncs now (locally; Prefect ephemeral mode unless PREFECT_API_URL is set).", no_args_is_help=True
+)
+
+
+def _quiet_prefect() -> None:
+    # Our own progress display replaces Prefect's per-task console logs (they stay in the UI).
+    # Failures show in the final table (and in the Prefect UI with their tracebacks).
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    # The ephemeral server's telemetry service fights the flow runs for Prefect's SQLite file
+    # ("database is locked" tracebacks); it sends nothing useful offline anyway.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def block_name_for(instance: str) -> str:
+    """Prefect block names allow lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", instance.lower()).strip("-")
+    return f"syncflow-{slug or 'instance'}"
+
+
+def save_seq_block(
+    instance: str, *, url: str, token_env: str, timeout: float | None = None, batch_size: int | None = None
+) -> str:
+    """Create (or replace) the http-seq block of ``instance``; the token comes from env ``token_env``."""
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise ConfigError(f"environment variable {token_env} (--token-env) is not set or empty")
+    _quiet_prefect()
+    from pydantic import ValidationError
+
+    from blocks.seq_http import SeqHttpInstance
+
+    fields: dict[str, Any] = {"base_url": url, "token": token}
+    if timeout is not None:
+        fields["timeout"] = timeout
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
+    try:
+        block = SeqHttpInstance(**fields)
+    except ValidationError as exc:
+        raise ConfigError(f"instance {instance}: {exc.errors()[0]['msg']}") from None
+    name = block_name_for(instance)
+    block.save(name, overwrite=True)
+    return name
+
+
+DB_KINDS = (InstanceKind.POSTGRES.value, InstanceKind.MYSQL.value)
+
+
+def save_database_block(
+    instance: str,
+    *,
+    kind: str,
+    host: str | None,
+    user: str | None,
+    password_env: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+    tls_mode: str | None = None,
+    connect_timeout: float | None = None,
+) -> str:
+    """Create (or replace) the database block of ``instance``; the password comes from env ``password_env``."""
+    if not host or not user:
+        raise ConfigError(f"a {kind} instance needs --host and --user (and usually --password-env VAR)")
+    fields: dict[str, Any] = {"kind": kind, "host": host, "user": user}
+    if password_env is not None:
+        password = os.environ.get(password_env, "")
+        if not password:
+            raise ConfigError(f"environment variable {password_env} (--password-env) is not set or empty")
+        fields["password"] = password
+    for key, value in (
+        ("port", port),
+        ("database", database),
+        ("tls_mode", tls_mode),
+        ("connect_timeout", connect_timeout),
+    ):
+        if value is not None:
+            fields[key] = value
+    _quiet_prefect()
+    from pydantic import ValidationError
+
+    from blocks.database import DatabaseInstance
+
+    try:
+        block = DatabaseInstance(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"instance {instance}: {where}: {err['msg']}") from None
+    block.connection()  # the same checks the sync will make (ConfigError)
+    name = block_name_for(instance)
+    block.save(name, overwrite=True)
+    return name
+
+
+def connection_block(
+    kind: str,
+    *,
+    instance: str,
+    block: str | None,
+    url: str | None,
+    token_env: str | None,
+    host: str | None = None,
+    port: int | None = None,
+    user: str | None = None,
+    password_env: str | None = None,
+    database: str | None = None,
+    tls_mode: str | None = None,
+    connect_timeout: float | None = None,
+    **extra: Any,
+) -> str | None:
+    """The block an instance's connection lives in: named with --block, made from --url/--token-env
+    (http-seq) or from --host/--port/--user/--password-env/--database/--tls-mode/--connect-timeout
+    (postgres, mysql)."""
+    db = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "password_env": password_env,
+        "database": database,
+        "tls_mode": tls_mode,
+        "connect_timeout": connect_timeout,
+    }
+    db_given = [f"--{k.replace('_', '-')}" for k, v in db.items() if v is not None]
+    if db_given:
+        if kind not in DB_KINDS:
+            raise ConfigError(f"{'/'.join(db_given)} are for postgres and mysql instances, not {kind}")
+        if url is not None or token_env is not None:
+            raise ConfigError("--url/--token-env are for http-seq instances, not " + kind)
+        if block is not None:
+            raise ConfigError(f"give either --block or {'/'.join(db_given)}, not both")
+        seq_only = [f"--{k.replace('_', '-')}" for k, v in extra.items() if v is not None]
+        if seq_only:
+            raise ConfigError(f"{'/'.join(seq_only)} are for http-seq instances, not {kind}")
+        return save_database_block(instance, kind=kind, **db)
+    if url is None and token_env is None:
+        return block
+    if kind != InstanceKind.HTTP_SEQ:
+        raise ConfigError(f"--url/--token-env are for http-seq instances, not {kind}")
+    if block is not None:
+        raise ConfigError("give either --block or --url/--token-env, not both")
+    if not url or not token_env:
+        raise ConfigError("an http-seq instance needs both --url and --token-env")
+    return save_seq_block(instance, url=url, token_env=token_env, **extra)
+
+
+# ------------------------------------------------------------------------ progress
+
+
+def _watch_once(session_id: str, show: Callable[[list[SyncInstanceRecord]], None]) -> None:
+    try:
+        with session_scope() as s:
+            recs = list(
+                s.scalars(
+                    select(SyncInstanceRecord)
+                    .where(SyncInstanceRecord.session_id == session_id)
+                    .order_by(SyncInstanceRecord.priority.desc(), SyncInstanceRecord.instance_name)
+                )
+            )
+            for r in recs:
+                s.expunge(r)
+        show(recs)
+    except Exception:  # the display must never break the sync
+        pass
+
+
+def _watch(session_id: str, stop: threading.Event, show: Callable[[list[SyncInstanceRecord]], None]) -> None:
+    while not stop.wait(0.5):
+        _watch_once(session_id, show)
+
+
+def run_with_progress(coro_factory: Callable[[], Any], *, find_session: Callable[[], str | None], quiet: bool) -> Any:
+    """Run a flow coroutine while a live table shows each record's progress from the store."""
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]:<10} {task.completed:>9,.0f} msgs{task.fields[rate]}"),
+        disable=quiet,
+        console=base._console(),
+    )
+    bars: dict[int, Any] = {}
+    started = time.monotonic()
+
+    def show(recs: list[SyncInstanceRecord]) -> None:
+        for r in recs:
+            if r.id not in bars:
+                bars[r.id] = progress.add_task(r.instance_name or str(r.id), total=None, status=r.status, rate="")
+            remaining = (r.sync_details or {}).get("remaining")
+            total = r.items_synced + remaining if isinstance(remaining, int) else None
+            if r.status == "completed":
+                total = max(r.items_synced, 1)
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = f"  {r.items_synced / elapsed:,.0f}/s" if r.status == "running" and r.items_synced else ""
+            progress.update(bars[r.id], completed=r.items_synced, total=total, status=r.status, rate=rate)
+
+    stop = threading.Event()
+    holder: dict[str, str | None] = {"sid": None}
+
+    def watcher() -> None:
+        while not stop.is_set() and holder["sid"] is None:
+            holder["sid"] = find_session()
+            if holder["sid"] is None:
+                stop.wait(0.3)
+        if holder["sid"] is not None:
+            _watch(holder["sid"], stop, show)
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    with Live(progress, console=base._console(), refresh_per_second=4, transient=False) if not quiet else _Null():
+        thread.start()
+        try:
+            return asyncio.run(coro_factory())
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            if holder["sid"] is not None:  # the final state, not the last poll
+                _watch_once(holder["sid"], show)
+    if not quiet:
+        base._console().print()
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------ commands
+
+RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged", "deleted", "duration", "error"]
+
+
+def _final(ctx: typer.Context, session_id: str) -> int:
+    """Print the session's records; exit status 1 when any failed."""
+    from syncflow import sessions as book
+
+    with session_scope() as s:
+        row = book.get_session(s, session_id=session_id, with_records=True)
+        payload = book.session_summary(row, with_details=True)
+
+    def human(p: dict[str, Any]) -> Any:
+        rows = [
+            [
+                r["instance"],
+                r["status"],
+                r["synced"],
+                r["created"],
+                r["updated"],
+                r["unchanged"],
+                r["deleted"],
+                base._fmt_duration(r["duration_s"]),
+                r["error"],
+            ]
+            for r in p["records"]
+        ]
+        title = (
+            f"session {p['session_id']} ({p['sync_category']}): {p['status']} — "
+            f"{p['successful_instances']}/{p['total_instances']} succeeded, {p['failed_instances']} failed"
+        )
+        return base._table(title, RecordTable, rows)
+
+    base._render(ctx, payload, human)
+    return 1 if row.status != "completed" else 0
+
+
+def _parse_priorities(items: list[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not re.fullmatch(r"-?\d+", value.strip()):
+            raise ConfigError(f"--priority takes NAME=NUMBER, not {item!r}")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _creator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def run_session(
+    ctx: typer.Context,
+    *,
+    category: str,
+    instances: list[str],
+    tags: list[str],
+    priorities: dict[str, int] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    concurrency: int | None = None,
+    quiet: bool = False,
+) -> int:
+    """Run the session parent flow locally with a live display; returns the exit status."""
+    Category.parse(category, what="category")
+    with session_scope(base._checked_engine()) as s:  # fail fast, before Prefect starts
+        chosen = select_instances(s, category=category, names=instances, tags=tags)
+        if not chosen:
+            raise ConfigError(
+                f"no enabled instance supports category {category!r}"
+                + (f" with tag(s) {', '.join(tags)}" if tags else "")
+            )
+    _quiet_prefect()
+    from flows.session_sync import sync_session
+
+    session_id = str(uuid.uuid4())
+
+    async def go() -> Any:
+        return await sync_session(
+            category=category,
+            instances=instances,
+            tags=tags,
+            created_by=_creator(),
+            priorities=priorities or None,
+            options=options or None,
+            concurrency=concurrency,
+            session_id=session_id,
+            return_state=True,
+        )
+
+    def find() -> str | None:
+        with session_scope() as s:
+            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == session_id))
+
+    live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
+    state = run_with_progress(go, find_session=find, quiet=not live)
+    sid = find()
+    if sid is None:
+        message = getattr(state, "message", None) or "the session did not start"
+        try:
+            state.result()
+        except Exception as exc:  # the flow failed before it opened the session
+            message = str(exc)
+        raise ConfigError(message)
+    return _final(ctx, sid)
+
+
+@sync_app.command("instance")
+def sync_instance_cmd(
+    ctx: typer.Context,
+    name: base.InstanceName,
+    category: Annotated[
+        str, typer.Option("--category", help="messages (incremental by seq) or metadata.")
+    ] = "messages",
+    full: Annotated[bool, typer.Option("--full", help="Full re-sync: reset the cursor first.")] = False,
+    from_seq: Annotated[int | None, typer.Option("--from-seq", help="Backfill from this seq (with --to-seq).")] = None,
+    to_seq: Annotated[int | None, typer.Option("--to-seq", help="Backfill up to this seq; the cursor stays.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Messages per request (default: the block's).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress bar.")] = False,
+    _json: base.JsonFlag = False,
+) -> None:
+    """Sync one instance now, with a live progress bar and the final counts.
+
+    Exit status 1 when the sync failed. The store is SYNCFLOW_DATABASE_URL's.
+    """
+    opts: dict[str, Any] = {}
+    if full:
+        opts["full"] = True
+    if from_seq is not None:
+        opts["from_seq"] = from_seq
+    if to_seq is not None:
+        opts["to_seq"] = to_seq
+    if batch_size is not None:
+        opts["batch_size"] = batch_size
+    from syncflow.seq_engine import SyncOptions
+
+    SyncOptions.parse(opts, instance=name)
+    code = run_session(
+        ctx, category=category, instances=[name], tags=[], options={name: opts} if opts else None, quiet=quiet
+    )
+    raise typer.Exit(code)
+
+
+@sync_app.command("run")
+def sync_run_cmd(
+    ctx: typer.Context,
+    category: Annotated[str, typer.Option("--category", help="What to sync: messages, metadata, account, ...")],
+    instance: Annotated[list[str] | None, typer.Option("--instance", help="An instance; repeat for several.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Every enabled instance with this tag.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every enabled instance supporting the category.")] = False,
+    priority: Annotated[
+        list[str] | None, typer.Option("--priority", help="NAME=P: run NAME earlier (higher first).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Instances at once (default: the category's limit).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
+    _json: base.JsonFlag = False,
+) -> None:
+    """Run a session over several instances now (exit status 1 when any instance failed)."""
+    if not (instance or tag or all_):
+        raise ConfigError("say which instances: --instance NAME (repeatable), --tag TAG or --all")
+    if all_ and (instance or tag):
+        raise ConfigError("--all excludes --instance and --tag")
+    code = run_session(
+        ctx,
+        category=category,
+        instances=instance or [],
+        tags=tag or [],
+        priorities=_parse_priorities(priority),
+        concurrency=concurrency,
+        quiet=quiet,
+    )
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sync_app, name="sync")
+    from syncflow.cli_report import report_app
+
+    app.add_typer(report_app, name="report")
+    from syncflow.demo import demo
+
+    app.command("demo")(demo)
+    from syncflow.cli_sessions import register as register_session_commands
+
+    register_session_commands(app)

@@ -1,0 +1,64 @@
+"""Configuration, read lazily from the environment (prefix ``SYNCFLOW_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path(".syncflow")
+
+
+class Settings(BaseSettings):
+    """syncflow's settings. Every field can be set as ``SYNCFLOW_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNCFLOW_", extra="ignore")
+
+    home: Path = Field(
+        default=DEFAULT_HOME,
+        description="Directory for the embedded default's files (SQLite store, demo state).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the sync store, e.g. postgresql+psycopg://user@host/db. "
+            "Default: a SQLite file syncflow.db under SYNCFLOW_HOME."
+        ),
+    )
+    retention_days: int = Field(
+        default=30, ge=1, description="Finished sessions older than this are deleted by cleanup."
+    )
+    lock_lease_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="Lease of the per-(instance, category) single-flight lock; renewed while a sync runs.",
+    )
+
+    batches_per_task: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description=(
+            "Pages one Prefect task run fetches and stores (each page its own transaction); "
+            "fewer means more Prefect bookkeeping per message."
+        ),
+    )
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = (self.home / "syncflow.db").resolve()
+        return f"sqlite:///{path}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests, CLI options that change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,512 @@
+"""The session parent flow on Prefect: concurrency limits enforced by Prefect (across two
+sessions), stale slots, priority order, cancellation (our CLI and the Prefect run state),
+retry-failed, the crashed-worker sweep, and the artifacts — against the real reference seq
+server, through the Prefect test harness, on SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from blocks.seq_http import SeqHttpInstance
+from flows.session_sync import sync_session
+from syncflow import sessions as book
+from syncflow.db import session_scope
+from syncflow.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
+from syncflow.seqserver import SeqServer
+from tasks import seq as seq_tasks
+
+TOKEN = "test-token-not-a-secret"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _set_limit(category: str, limit: int, active_slots: int = 0) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    name = f"tag:sync:{category}"
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        await client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(limit=limit, active_slots=active_slots)
+        )
+
+
+async def _read_limit(category: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_global_concurrency_limit_by_name(f"tag:sync:{category}")
+
+
+def set_limit(category: str, limit: int, active_slots: int = 0) -> None:
+    asyncio.run(_set_limit(category, limit, active_slots))
+
+
+def records(engine: Engine, session_id: str | None = None) -> list[SyncInstanceRecord]:
+    with session_scope(engine) as s:
+        stmt = select(SyncInstanceRecord).order_by(SyncInstanceRecord.id)
+        if session_id is not None:
+            stmt = stmt.where(SyncInstanceRecord.session_id == session_id)
+        out = list(s.scalars(stmt))
+        for r in out:
+            s.expunge(r)
+        return out
+
+
+def session_row(engine: Engine, session_id: str) -> SyncSession:
+    with session_scope(engine) as s:
+        row = book.get_session(s, session_id=session_id)
+        s.expunge(row)
+        return row
+
+
+def max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
+    cur = peak = 0
+    for _, step in events:
+        cur += step
+        peak = max(peak, cur)
+    return peak
+
+
+async def _run_state(**kw: Any) -> tuple[Any, Any]:
+    state = await sync_session(return_state=True, **kw)
+    return state, await state.aresult(raise_on_failure=False)
+
+
+def run_session(**kw: Any) -> tuple[Any, Any]:
+    return asyncio.run(_run_state(**kw))
+
+
+class Background:
+    """Runs a session flow in a thread (with this thread's context: the harness's settings)."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.out: dict[str, Any] = {}
+        ctx = contextvars.copy_context()
+        self.thread = threading.Thread(target=lambda: ctx.run(self._go, kw), daemon=True)
+        self.thread.start()
+
+    def _go(self, kw: dict[str, Any]) -> None:
+        try:
+            self.out["state"], self.out["result"] = run_session(**kw)
+        except BaseException as exc:  # pragma: no cover - reported by the test
+            self.out["error"] = exc
+
+    def join(self, timeout: float = 120) -> tuple[Any, Any]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the session did not end"
+        assert "error" not in self.out, self.out.get("error")
+        return self.out["state"], self.out["result"]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stored(engine: Engine, name: str) -> tuple[int, int | None, int | None]:
+    """(messages stored, their max seq, the cursor) of an instance."""
+    with session_scope(engine) as s:
+        iid = s.scalar(select(Instance.id).where(Instance.name == name))
+        n, top = s.execute(select(func.count(), func.max(Message.seq)).where(Message.instance_id == iid)).one()
+        cur = s.scalar(
+            select(SyncConfigItem.last_seq).where(
+                SyncConfigItem.instance_id == iid, SyncConfigItem.category == "messages"
+            )
+        )
+        return n, top, cur
+
+
+# ------------------------------------------------------------------- 1. concurrency
+
+
+def test_two_concurrent_sessions_never_run_more_instances_than_the_limit(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    seq_server.append(2000)
+    # 10 pages of 200 at 0.6 s each: a sync (~6 s) outlasts the 2-4 s it can take the harness
+    # (SQLite) to start the next subflow, so the limit is reached every time
+    seq_server.set_faults(latency=0.6)
+    a = [f"a{i}" for i in range(6)]
+    b = [f"b{i}" for i in range(6)]
+    for name in a + b:
+        wiring.add(name, seq_server, batch_size=200)
+    set_limit("messages", 3)
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            _run_state(category="messages", instances=a), _run_state(category="messages", instances=b)
+        )
+
+    outcomes = asyncio.run(both())
+    assert all(state.is_completed() for state, _ in outcomes), outcomes
+    recs = records(engine)
+    assert len(recs) == 12 and {r.status for r in recs} == {"completed"}
+    assert all(r.items_synced == 2000 for r in recs)
+    spans = [(r.started_at, r.completed_at) for r in recs]
+    assert max_overlap(spans) == 3  # the limit is reached, never exceeded, across both sessions
+    assert asyncio.run(_read_limit("messages")).active_slots == 0  # every slot given back
+
+
+def test_the_limit_is_created_with_the_default_when_missing(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    from prefect.client.orchestration import get_client
+
+    async def drop() -> None:
+        async with get_client() as client:
+            try:
+                await client.delete_global_concurrency_limit_by_name("tag:sync:metadata")
+            except Exception:
+                pass
+
+    asyncio.run(drop())
+    wiring.add("m1", seq_server)
+    state, _ = run_session(category="metadata", instances=["m1"])
+    assert state.is_completed()
+    assert asyncio.run(_read_limit("metadata")).limit == 5  # the seed's default for metadata
+    # an existing limit keeps its value: the parameter only applies on creation
+    state, _ = run_session(category="metadata", instances=["m1"], concurrency=2)
+    assert state.is_completed()
+    assert asyncio.run(_read_limit("metadata")).limit == 5
+
+
+def test_stale_slots_of_dead_holders_are_released(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    seq_server.append(600)
+    wiring.add("s1", seq_server)
+    set_limit("messages", 3, active_slots=3)  # as a SIGKILLed ephemeral holder leaves them
+    assert asyncio.run(_read_limit("messages")).active_slots == 3
+
+    async def bounded() -> tuple[Any, Any]:
+        # without the reset the session would wait for a slot forever; the bound is generous
+        # because a loaded machine (CI shares it) slows every Prefect API call
+        return await asyncio.wait_for(_run_state(category="messages", instances=["s1"]), 240)
+
+    state, _ = asyncio.run(bounded())
+    assert state.is_completed()
+    (rec,) = records(engine)
+    assert (rec.status, rec.items_synced) == ("completed", 600)
+    assert asyncio.run(_read_limit("messages")).active_slots == 0
+
+
+def test_live_slots_are_not_reset_while_a_sync_holds_a_lease(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    from tasks.session_control import ensure_concurrency_limit
+
+    wiring.add("h1", seq_server)
+    set_limit("messages", 3, active_slots=2)
+    with session_scope(engine) as s:
+        iid = s.scalar(select(Instance.id).where(Instance.name == "h1"))
+        s.add(
+            SyncConfigItem(
+                instance_id=iid,
+                category="messages",
+                options={},
+                lock_owner="run:x",
+                lock_expires_at=utcnow() + dt.timedelta(seconds=60),
+            )
+        )
+    out = asyncio.run(ensure_concurrency_limit.fn("messages", 3))
+    assert out["reset_slots"] == 0
+    assert asyncio.run(_read_limit("messages")).active_slots == 2
+    set_limit("messages", 3)
+
+
+# ------------------------------------------------------------------ 2. priority order
+
+
+def test_limit_1_runs_instances_in_priority_order(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    seq_server.append(100)
+    for name in ("p-a", "p-b", "p-c", "p-d"):
+        wiring.add(name, seq_server)
+    set_limit("messages", 1)
+    try:
+        state, _ = run_session(
+            category="messages",
+            instances=["p-a", "p-b", "p-c", "p-d"],
+            priorities={"p-a": 1, "p-b": 4, "p-c": 2, "p-d": 3},
+        )
+    finally:
+        set_limit("messages", 3)
+    assert state.is_completed()
+    recs = sorted(records(engine), key=lambda r: r.started_at)
+    assert [r.instance_name for r in recs] == ["p-b", "p-d", "p-c", "p-a"]
+    assert max_overlap([(r.started_at, r.completed_at) for r in recs]) == 1
+
+
+# ------------------------------------------------------------------- 3. cancellation
+
+
+def _start_slow_session(wiring: Any, server: SeqServer, engine: Engine) -> tuple[Background, str]:
+    server.append(20_000)
+    server.set_faults(latency=0.15)
+    wiring.add("c1", server, batch_size=200)
+    wiring.add("c2", server, batch_size=200)
+    set_limit("messages", 3)
+    bg = Background(category="messages", instances=["c1", "c2"])
+
+    def both_progressing() -> bool:
+        recs = records(engine)
+        return len(recs) == 2 and all(r.status == "running" and r.items_synced >= 400 for r in recs)
+
+    wait_for(both_progressing, what="both instance syncs to commit batches")
+    return bg, records(engine)[0].session_id
+
+
+def _assert_cancelled_with_progress_kept(engine: Engine, session_id: str, state: Any) -> None:
+    assert state.is_cancelled(), state
+    row = session_row(engine, session_id)
+    assert row.status == "cancelled" and row.completed_at is not None
+    for rec in records(engine, session_id):
+        assert rec.status == "cancelled", (rec.instance_name, rec.status)
+        n, top, cur = stored(engine, rec.instance_name or "")
+        assert 0 < n < 20_000  # stopped early, kept what was committed
+        assert rec.items_synced == n  # the record's counts agree with the committed rows
+        assert top == cur  # the cursor is exactly the last committed batch
+
+
+def test_cli_cancel_stops_syncs_at_a_batch_boundary_and_keeps_progress(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    import syncflow.cli  # noqa: F401  (the CLI package is entered through syncflow.cli)
+    from syncflow.cli_sessions import cancel_everywhere
+
+    bg, sid = _start_slow_session(wiring, seq_server, engine)
+    out = cancel_everywhere(sid)
+    assert out["flow_run_id"] and "cancelling" in (out["prefect"] or ""), out
+    state, _ = bg.join()
+    _assert_cancelled_with_progress_kept(engine, sid, state)
+
+
+def test_cancelling_the_parent_run_in_prefect_cancels_the_session(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    bg, sid = _start_slow_session(wiring, seq_server, engine)
+    flow_run_id = session_row(engine, sid).flow_run_id
+    assert flow_run_id
+
+    async def cancel() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run_id, Cancelling(message="from the UI"))
+
+    asyncio.run(cancel())  # no syncflow code involved: the parent's watcher notices
+    state, _ = bg.join()
+    _assert_cancelled_with_progress_kept(engine, sid, state)
+    assert "cancelled" in (session_row(engine, sid).error_message or "")
+
+
+# ------------------------------------------------------------------- 4. retry-failed
+
+
+def test_retry_failed_runs_only_the_failed_instance_linked_to_the_old_session(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    seq_server.append(700)
+    wiring.add("good", seq_server)
+    bad_block = wiring.add("bad", seq_server, token="wrong-token")
+    set_limit("messages", 3)
+    state, _ = run_session(category="messages", instances=["good", "bad"], priorities={"bad": 7})
+    assert state.is_failed()
+    (old_id,) = {r.session_id for r in records(engine)}
+    before = session_row(engine, old_id)
+    assert (before.status, before.total_instances, before.successful_instances, before.failed_instances) == (
+        "failed",
+        2,
+        1,
+        1,
+    )
+
+    SeqHttpInstance(base_url=seq_server.url, token=TOKEN, max_retries=3, base_delay=0.05, max_delay=1.0).save(
+        bad_block, overwrite=True
+    )
+    seq_tasks.forget_clients()
+    state, summary = run_session(category="messages", retry_of=old_id)
+    assert state.is_completed(), summary
+    new_id = summary["session_id"]
+    new = session_row(engine, new_id)
+    assert (new.retry_of, new.status, new.total_instances, new.successful_instances) == (old_id, "completed", 1, 1)
+    (rec,) = records(engine, new_id)
+    assert (rec.instance_name, rec.status, rec.items_synced, rec.priority) == ("bad", "completed", 700, 7)
+    after = session_row(engine, old_id)
+    assert (after.status, after.total_instances, after.successful_instances, after.failed_instances) == (
+        "failed",
+        2,
+        1,
+        1,
+    )
+    assert after.completed_at == before.completed_at
+    with session_scope(engine) as s, pytest.raises(Exception, match="no failed instance"):
+        book.retry_failed(s, session_id=new_id)
+
+
+# --------------------------------------------------------------------------- 5. sweep
+
+
+def test_sweep_fails_records_left_running_by_a_lost_worker(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    wiring.add("lost", seq_server)
+    wiring.add("alive", seq_server)
+    sid, recs = wiring.open(["lost", "alive"])
+    past = utcnow() - dt.timedelta(seconds=600)
+    with session_scope(engine) as s:
+        for name in ("lost", "alive"):
+            book.start_instance_sync(s, record_id=recs[name], flow_run_id=None)
+        ids = dict(s.execute(select(Instance.name, Instance.id)).tuples().all())
+        s.add(
+            SyncConfigItem(
+                instance_id=ids["lost"],
+                category="messages",
+                options={},
+                status="running",
+                lock_owner="run:dead",
+                lock_expires_at=past,
+            )
+        )
+        s.add(
+            SyncConfigItem(
+                instance_id=ids["alive"],
+                category="messages",
+                options={},
+                status="running",
+                lock_owner="run:live",
+                lock_expires_at=utcnow() + dt.timedelta(seconds=60),
+            )
+        )
+    with session_scope(engine) as s:
+        s.execute(update(SyncInstanceRecord).values(updated_at=past))
+    with session_scope(engine) as s:
+        out = book.sweep(s, older_than_seconds=60)
+    assert out.records_failed == [recs["lost"]] and out.leases_released == 1
+    by_name = {r.instance_name: r for r in records(engine, sid)}
+    assert by_name["lost"].status == "failed" and "worker lost" in (by_name["lost"].error_message or "")
+    assert by_name["alive"].status == "running"  # its lease is live: not touched
+    assert session_row(engine, sid).status == "running"
+    # once the live one's lease runs out too, the sweep finishes the session
+    with session_scope(engine) as s:
+        s.execute(update(SyncConfigItem).values(lock_expires_at=past))
+    from typer.testing import CliRunner
+
+    from syncflow.cli import app
+
+    res = CliRunner().invoke(app, ["--json", "sweep", "--older-than", "60"])
+    assert res.exit_code == 0, res.output
+    row = session_row(engine, sid)
+    assert (row.status, row.failed_instances) == ("failed", 2)
+    with session_scope(engine) as s:
+        assert (
+            s.scalar(select(func.count()).select_from(SyncConfigItem).where(SyncConfigItem.lock_owner.is_not(None)))
+            == 0
+        )
+
+
+def test_a_crashed_parent_closes_its_open_records(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    from types import SimpleNamespace
+
+    from tasks.session_control import close_on_cancel, close_on_crash
+
+    wiring.add("x1", seq_server)
+    wiring.add("x2", seq_server)
+    sid, _ = wiring.open(["x1"], flow_run_id="11111111-1111-1111-1111-111111111111")
+    sid2, _ = wiring.open(["x2"], flow_run_id="22222222-2222-2222-2222-222222222222")
+    close_on_crash(
+        None,
+        SimpleNamespace(id="11111111-1111-1111-1111-111111111111"),
+        SimpleNamespace(message="boom", name="Crashed"),
+    )
+    close_on_cancel(
+        None, SimpleNamespace(id="22222222-2222-2222-2222-222222222222"), SimpleNamespace(message="", name="Cancelled")
+    )
+    (r1,) = records(engine, sid)
+    assert (session_row(engine, sid).status, r1.status) == ("failed", "failed")
+    assert "parent run crashed" in (r1.error_message or "")
+    (r2,) = records(engine, sid2)
+    assert (session_row(engine, sid2).status, r2.status) == ("cancelled", "cancelled")
+
+
+# ----------------------------------------------------------------------- 6. artifacts
+
+
+def test_session_artifacts_summary_table_and_progress(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    seq_server.append(300)
+    wiring.add("art-1", seq_server)
+    wiring.add("art-2", seq_server, token="wrong-token")
+    set_limit("messages", 3)
+    state, _ = run_session(category="messages", instances=["art-1", "art-2"])
+    assert state.is_failed()
+    (sid,) = {r.session_id for r in records(engine)}
+    key = f"session-{sid}"
+
+    async def read() -> dict[str, Any]:
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[f"{key}-summary", f"{key}-records", f"{key}-progress"])
+                )
+            )
+            return {a.key: a for a in arts}
+
+    arts = asyncio.run(read())
+    assert set(arts) == {f"{key}-summary", f"{key}-records", f"{key}-progress"}
+    summary = arts[f"{key}-summary"]
+    assert summary.type == "markdown" and sid in summary.data and "art-2" in summary.data
+    assert "1 ok, 1 failed" in summary.data
+    table = arts[f"{key}-records"]
+    assert table.type == "table"
+    import json
+
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    by = {r["instance"]: r for r in rows}
+    assert by["art-1"]["status"] == "completed" and by["art-1"]["synced"] == 300
+    assert by["art-2"]["status"] == "failed" and "art-2" in by["art-2"]["error"]
+    assert by["art-1"]["duration_s"] is not None and by["art-1"]["items_per_s"] > 0
+    progress = arts[f"{key}-progress"]
+    assert progress.type == "progress" and float(progress.data) == 100.0
+
+
+def test_cli_refuses_to_cancel_a_finished_session_or_retry_one_without_failures(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    from typer.testing import CliRunner
+
+    from syncflow.cli import app
+
+    wiring.add("done-1", seq_server)
+    sid, recs = wiring.open(["done-1"])
+    with session_scope(engine) as s:
+        book.start_instance_sync(s, record_id=recs["done-1"])
+        book.complete_instance_sync(s, record_id=recs["done-1"])
+    runner = CliRunner()
+    res = runner.invoke(app, ["sessions", "cancel", sid, "--no-prefect"])
+    assert res.exit_code == 1 and "completed" in res.output, res.output
+    res = runner.invoke(app, ["sessions", "retry-failed", sid])
+    assert res.exit_code == 1 and "no failed instance" in res.output, res.output
+    sid2, _ = wiring.open(["done-1"])
+    res = runner.invoke(app, ["sessions", "retry-failed", sid2])
+    assert res.exit_code == 1 and "still running" in res.output, res.output
+    res = runner.invoke(app, ["--json", "sessions", "cancel", sid2, "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    assert session_row(engine, sid2).status == "cancelled"
