@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/syncflow demo
 
-## Runs the whole test suite (needs the local PostgreSQL and MariaDB; starts them if down).
+## Runs the whole test suite (needs the local PostgreSQL and MariaDB, started if down, and
+## Debian's chromium for the browser test, installed if missing).
 test: $(STAMP)
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

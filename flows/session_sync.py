@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -37,6 +38,7 @@ class SessionFailed(Exception):
 @flow(
     name="sync-session",
     flow_run_name="{category}-{sync_type}",
+    persist_result=True,  # the summary stays readable from the run's state (API, tests, retries)
     on_crashed=[ctl.close_on_crash],
     on_cancellation=[ctl.close_on_cancel],
     on_failure=[ctl.close_on_failure],
@@ -52,6 +54,8 @@ async def sync_session(
     concurrency: int | None = None,
     session_id: str | None = None,
     retry_of: str | None = None,
+    refresh_metadata: bool = True,
+    scale_out: bool = False,
 ) -> Any:
     """Sync ``category`` over the instances named (or tagged, or every enabled one).
 
@@ -64,8 +68,18 @@ async def sync_session(
     or cancelling this run in Prefect). ``session_id`` lets the caller choose the new
     session's id (a UUID) to follow it before the run starts. ``retry_of``: a new session
     over the failed instances of that session (``instances``/``tags`` are then ignored).
+
+    ``refresh_metadata`` (messages only, the seed's rule): a metadata session over the same
+    instances runs first, so messages land on up-to-date conversations; its failures are
+    logged and do not stop the messages. ``scale_out``: each instance sync runs as a run of
+    the ``sync-instance/instance`` (``sync-db-instance/db-instance``) deployment, so every
+    worker of the pool shares the session; the limit still holds (the slot is held here
+    while the child run runs).
     """
     logger = get_run_logger()
+    metadata_session = None
+    if category == Category.MESSAGES and refresh_metadata and not retry_of:
+        metadata_session = await _refresh_metadata(instances, tags, sync_type, created_by, scale_out)
     if retry_of:
         plan = await ctl.open_retry_session(retry_of, created_by, flow_run_runtime.id, session_id)
         category = plan.category
@@ -115,6 +129,8 @@ async def sync_session(
                 if cancelled:
                     return None
                 started.add(rec.record_id)
+                if scale_out:
+                    return await _run_child_deployment(rec, category)
                 return await subflow(
                     record_id=rec.record_id, instance=rec.instance, category=category, return_state=True
                 )
@@ -136,9 +152,16 @@ async def sync_session(
     if errors:  # e.g. no slot could be had: records that never ran must not stay pending
         logger.error("session %s: %d instance(s) could not run: %s", plan.session_id, len(errors), errors[0])
         await ctl.close_open_records(plan.session_id, f"could not run: {type(errors[0]).__name__}: {errors[0]}")
+    else:  # a child run that died (killed worker) leaves its record open: close it, say how
+        ended = [o.name for o in outcomes if hasattr(o, "is_crashed") and (o.is_crashed() or o.is_cancelled())]
+        await ctl.close_open_records(
+            plan.session_id, "instance run ended without closing its record" + (f": {ended[0]}" if ended else "")
+        )
 
     await ctl.publish_artifacts(plan.session_id)
     summary = await session_summary(plan.session_id)
+    if metadata_session is not None:
+        summary["metadata_session_id"] = metadata_session
     if summary["status"] == SessionStatus.CANCELLED:
         reason = cancelled.get("reason") or f"session {plan.session_id} was cancelled"
         return Cancelled(message=reason)
@@ -146,3 +169,50 @@ async def sync_session(
         failed = [r["instance"] for r in summary["records"] if r["status"] == "failed"]
         raise SessionFailed(f"session {plan.session_id}: {len(failed)} instance(s) failed: {', '.join(failed)}")
     return summary
+
+
+# Scale-out: the deployments (prefect.yaml) that run one instance sync on any worker.
+INSTANCE_DEPLOYMENT = "sync-instance/instance"
+DB_INSTANCE_DEPLOYMENT = "sync-db-instance/db-instance"
+
+
+async def _run_child_deployment(rec: Any, category: str) -> Any:
+    """Run one instance sync as a deployment run (any worker of the pool) and wait for its
+    final state; the run is linked to this parent in the Prefect UI."""
+    from prefect.deployments import run_deployment
+
+    name = DB_INSTANCE_DEPLOYMENT if rec.kind in DB_KINDS else INSTANCE_DEPLOYMENT
+    run = await run_deployment(
+        name,
+        parameters={"record_id": rec.record_id, "instance": rec.instance, "category": category},
+        timeout=None,
+        poll_interval=1,
+        as_subflow=True,
+        tags=[f"category:{category}"],
+    )
+    return run.state
+
+
+async def _refresh_metadata(
+    instances: list[str] | None, tags: list[str] | None, sync_type: str, created_by: str | None, scale_out: bool
+) -> str | None:
+    """The seed's rule: before messages, a metadata session over the same instances (those
+    that have metadata). Returns its session id (None when there was nothing to refresh)."""
+    logger = get_run_logger()
+    names = await ctl.metadata_targets(instances or [], tags or [])
+    if not names:
+        return None
+    sid = str(uuid.uuid4())
+    state = await sync_session(
+        category=Category.METADATA.value,
+        instances=names,
+        session_id=sid,
+        sync_type=sync_type,
+        created_by=created_by,
+        refresh_metadata=False,
+        scale_out=scale_out,
+        return_state=True,
+    )
+    if not state.is_completed():
+        logger.warning("metadata refresh before messages ended %s: %s (messages go on)", state.name, state.message)
+    return sid if await ctl.session_exists(sid) else None

@@ -159,6 +159,20 @@ def _stored_account(row: Account) -> AccountSnapshot:
     )
 
 
+def _refuse_empty(live: Mapping[str, Any], stored: Mapping[str, Any], *, what: str, instance: str) -> None:
+    """An empty snapshot over a non-empty store is a reading problem (a user that lost its
+    privileges, a wrong database), not a server whose every account vanished: refuse it
+    rather than mark everything deleted. A real server always lists at least its own user."""
+    if live:
+        return
+    active = sum(1 for row in stored.values() if not row.deleted)
+    if active:
+        raise ProtocolError(
+            f"instance {instance}: the server listed no {what} while {active} are stored; refusing to mark "
+            f"them all deleted (can the sync user still read them?). Nothing was changed."
+        )
+
+
 def apply_accounts(
     session: Session,
     *,
@@ -175,6 +189,7 @@ def apply_accounts(
     where = instance_name or str(instance_id)
     live = _unique(_coerce(snapshot, AccountSnapshot), lambda a: a.identity, what="account", instance=where)
     stored = {row.identity: row for row in session.scalars(select(Account).where(Account.instance_id == instance_id))}
+    _refuse_empty(live, stored, what="accounts", instance=where)
     now = utcnow()
     result = DiffResult(counts=ItemCounts())
     unchanged = 0
@@ -274,6 +289,7 @@ def apply_settings(
     stored = {
         row.name: row for row in session.scalars(select(ServerSetting).where(ServerSetting.instance_id == instance_id))
     }
+    _refuse_empty(live, stored, what="settings", instance=where)
     now = utcnow()
     result = DiffResult(counts=ItemCounts())
     unchanged = 0

@@ -113,6 +113,7 @@ def retry_failed_cmd(
             raise IllegalTransitionError(f"session {session_id} is still running")
         if not any(r.status == RecordStatus.FAILED for r in old.records):
             raise ConfigError(f"session {session_id} has no failed instance to retry")
+        category = old.sync_category
     cli_sync._quiet_prefect()
     from flows.session_sync import sync_session
 
@@ -128,7 +129,7 @@ def retry_failed_cmd(
             return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == new_id))
 
     live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
-    state = cli_sync.run_with_progress(go, find_session=find, quiet=not live)
+    state = cli_sync.run_with_progress(go, find_session=find, quiet=not live, category=category)
     if find() is None:
         message = getattr(state, "message", None) or "the retry session did not start"
         try:

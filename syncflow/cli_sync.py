@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from syncflow import cli as base
 from syncflow.db import session_scope
-from syncflow.errors import ConfigError
+from syncflow.errors import ConfigError, SyncflowError
 from syncflow.instances import select_instances
 from syncflow.models import Category, InstanceKind, SyncInstanceRecord, SyncSession
 
@@ -198,15 +198,28 @@ def _watch(session_id: str, stop: threading.Event, show: Callable[[list[SyncInst
         _watch_once(session_id, show)
 
 
-def run_with_progress(coro_factory: Callable[[], Any], *, find_session: Callable[[], str | None], quiet: bool) -> Any:
+# What one item of a category is, in the live display.
+UNITS: dict[str, str] = {
+    "messages": "msgs",
+    "metadata": "convs",
+    "account": "accounts",
+    "config": "settings",
+    "capacity": "samples",
+}
+
+
+def run_with_progress(
+    coro_factory: Callable[[], Any], *, find_session: Callable[[], str | None], quiet: bool, category: str = ""
+) -> Any:
     """Run a flow coroutine while a live table shows each record's progress from the store."""
+    unit = UNITS.get(category, "items")
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn
 
     progress = Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
-        TextColumn("{task.fields[status]:<10} {task.completed:>9,.0f} msgs{task.fields[rate]}"),
+        TextColumn("{task.fields[status]:<10} {task.completed:>9,.0f} " + unit + "{task.fields[rate]}"),
         disable=quiet,
         console=base._console(),
     )
@@ -323,8 +336,16 @@ def run_session(
     options: dict[str, dict[str, Any]] | None = None,
     concurrency: int | None = None,
     quiet: bool = False,
+    deployment: str | None = None,
+    wait: bool = True,
+    refresh_metadata: bool = True,
+    scale_out: bool = False,
 ) -> int:
-    """Run the session parent flow locally with a live display; returns the exit status."""
+    """Run the session parent flow with a live display; returns the exit status.
+
+    Locally (this process, Prefect's ephemeral mode unless PREFECT_API_URL is set), or with
+    ``deployment`` as a run of that deployment on the Prefect server (its workers run it):
+    the display then follows the session in the store until the run ends."""
     Category.parse(category, what="category")
     with session_scope(base._checked_engine()) as s:  # fail fast, before Prefect starts
         chosen = select_instances(s, category=category, names=instances, tags=tags)
@@ -334,29 +355,32 @@ def run_session(
                 + (f" with tag(s) {', '.join(tags)}" if tags else "")
             )
     _quiet_prefect()
+    session_id = str(uuid.uuid4())
+    params: dict[str, Any] = {
+        "category": category,
+        "instances": instances,
+        "tags": tags,
+        "created_by": _creator(),
+        "priorities": priorities or None,
+        "options": options or None,
+        "concurrency": concurrency,
+        "session_id": session_id,
+        "refresh_metadata": refresh_metadata,
+        "scale_out": scale_out,
+    }
+    if deployment:
+        return _run_deployment(ctx, deployment, params, wait=wait, quiet=quiet)
     from flows.session_sync import sync_session
 
-    session_id = str(uuid.uuid4())
-
     async def go() -> Any:
-        return await sync_session(
-            category=category,
-            instances=instances,
-            tags=tags,
-            created_by=_creator(),
-            priorities=priorities or None,
-            options=options or None,
-            concurrency=concurrency,
-            session_id=session_id,
-            return_state=True,
-        )
+        return await sync_session(**params, return_state=True)
 
     def find() -> str | None:
         with session_scope() as s:
             return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == session_id))
 
     live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
-    state = run_with_progress(go, find_session=find, quiet=not live)
+    state = run_with_progress(go, find_session=find, quiet=not live, category=category)
     sid = find()
     if sid is None:
         message = getattr(state, "message", None) or "the session did not start"
@@ -368,12 +392,78 @@ def run_session(
     return _final(ctx, sid)
 
 
+def _prefect_api() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "--deployment needs a Prefect server with the deployments and a worker: set PREFECT_API_URL "
+            "(see the README, 'Deployments')"
+        )
+    return str(url)
+
+
+def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any], *, wait: bool, quiet: bool) -> int:
+    from deployments.trigger import trigger_session
+
+    api = _prefect_api()
+    try:
+        fired = asyncio.run(trigger_session({k: v for k, v in params.items() if v is not None}, deployment=deployment))
+    except SyncflowError:
+        raise
+    except Exception as exc:  # connection refused, bad parameters (422), ...
+        raise ConfigError(f"could not start a run of {deployment!r} on {api}: {type(exc).__name__}: {exc}") from None
+    if not wait:
+        base._render(
+            ctx,
+            fired.as_dict(),
+            lambda p: (
+                f"started flow run {p['flow_run_name']} ({p['flow_run_id']}) of {p['deployment']}: "
+                f"session {p['session_id']}"
+            ),
+        )
+        return 0
+    if not (quiet or base._opts(ctx).json):
+        base._console().print(
+            f"flow run [bold]{fired.flow_run_name}[/] ({fired.flow_run_id}) of {deployment}: session {fired.session_id}"
+        )
+
+    async def follow() -> Any:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            while True:
+                run = await client.read_flow_run(fired.flow_run_id)
+                if run.state is not None and run.state.is_final():
+                    return run.state
+                await asyncio.sleep(1.0)
+
+    def find() -> str | None:
+        with session_scope() as s:
+            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == fired.session_id))
+
+    live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
+    state = run_with_progress(follow, find_session=find, quiet=not live, category=str(params["category"]))
+    if find() is None:
+        raise ConfigError(
+            f"flow run {fired.flow_run_id} ended {state.name} before opening session {fired.session_id}: "
+            f"{state.message or 'see the run in the Prefect UI'}"
+        )
+    return _final(ctx, fired.session_id)
+
+
 @sync_app.command("instance")
 def sync_instance_cmd(
     ctx: typer.Context,
     name: base.InstanceName,
     category: Annotated[
-        str, typer.Option("--category", help="messages (incremental by seq) or metadata.")
+        str,
+        typer.Option(
+            "--category",
+            help="messages (incremental by seq, after metadata), metadata; account, capacity, config "
+            "(postgres/mysql instances).",
+        ),
     ] = "messages",
     full: Annotated[bool, typer.Option("--full", help="Full re-sync: reset the cursor first.")] = False,
     from_seq: Annotated[int | None, typer.Option("--from-seq", help="Backfill from this seq (with --to-seq).")] = None,
@@ -419,10 +509,35 @@ def sync_run_cmd(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Instances at once (default: the category's limit).")
     ] = None,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Run it as a run of the manual-batch deployment on the Prefect server (PREFECT_API_URL) "
+            "instead of in this process; the display follows it.",
+        ),
+    ] = False,
+    deployment_name: Annotated[
+        str, typer.Option("--deployment-name", help="The deployment --deployment runs.")
+    ] = "sync-session/manual-batch",
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="With --deployment: follow the run to its end (default).")
+    ] = True,
+    metadata: Annotated[
+        bool,
+        typer.Option("--metadata/--no-metadata", help="messages: bring metadata up to date first (default)."),
+    ] = True,
+    scale_out: Annotated[
+        bool,
+        typer.Option("--scale-out", help="Each instance sync as its own deployment run (any worker of the pool)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
     _json: base.JsonFlag = False,
 ) -> None:
-    """Run a session over several instances now (exit status 1 when any instance failed)."""
+    """Run a session over several instances now (exit status 1 when any instance failed).
+
+    In this process by default; with --deployment on the Prefect server's workers.
+    """
     if not (instance or tag or all_):
         raise ConfigError("say which instances: --instance NAME (repeatable), --tag TAG or --all")
     if all_ and (instance or tag):
@@ -435,6 +550,10 @@ def sync_run_cmd(
         priorities=_parse_priorities(priority),
         concurrency=concurrency,
         quiet=quiet,
+        deployment=deployment_name if deployment else None,
+        wait=wait,
+        refresh_metadata=metadata,
+        scale_out=scale_out,
     )
     raise typer.Exit(code)
 
@@ -450,3 +569,9 @@ def register(app: typer.Typer) -> None:
     from syncflow.cli_sessions import register as register_session_commands
 
     register_session_commands(app)
+    from syncflow.cli_deploy import register as register_deploy_commands
+
+    register_deploy_commands(app)
+    from syncflow.cli_serve import register as register_serve_commands
+
+    register_serve_commands(app)

@@ -1,9 +1,11 @@
 """``syncflow demo``: the main job on the embedded default, end to end.
 
 Starts three reference seq servers on 127.0.0.1, registers them as instances (their tokens
-go into Prefect blocks, never into the store), runs a metadata session and a messages
-session over them, appends new messages on the servers and runs a second, incremental
-messages session that fetches only what is new. Store: SQLite under SYNCFLOW_HOME
+go into Prefect blocks, never into the store), runs a messages session over them (which
+first brings their metadata up to date in a metadata session of its own, the seed's rule),
+appends new messages on the servers and runs a second, incremental messages session that
+fetches only what is new; after each session it shows how many instance syncs ran at once
+against the category's concurrency limit. Store: SQLite under SYNCFLOW_HOME
 (default ./.syncflow) unless SYNCFLOW_DATABASE_URL says otherwise; Prefect: ephemeral mode
 unless PREFECT_API_URL names a server.
 """
@@ -22,6 +24,8 @@ from syncflow.db import get_engine, session_scope
 from syncflow.errors import NotFoundError
 from syncflow.migrations import upgrade
 from syncflow.seqserver import SeqServer
+
+LATENCY = 0.25  # seconds per request: a remote server's round trip, so instance syncs overlap visibly
 
 TOKEN_ENV = "SYNCFLOW_DEMO_TOKEN"
 DEMO_TAG = "demo"
@@ -48,6 +52,48 @@ def _register(servers: dict[str, SeqServer]) -> None:
             )
 
 
+def _show_concurrency() -> None:
+    """How many instance syncs of the latest session of each category ran at once."""
+    from sqlalchemy import select
+
+    from syncflow.models import SyncInstanceRecord, SyncSession
+
+    with session_scope() as s:
+        latest = {}
+        for row in s.scalars(select(SyncSession).order_by(SyncSession.started_at.desc()).limit(2)):
+            latest.setdefault(row.sync_category, row.session_id)
+        for category, sid in sorted(latest.items()):
+            spans = [
+                (r.started_at, r.completed_at)
+                for r in s.scalars(select(SyncInstanceRecord).where(SyncInstanceRecord.session_id == sid))
+                if r.started_at and r.completed_at
+            ]
+            events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+            cur = peak = 0
+            for _, step in events:
+                cur += step
+                peak = max(peak, cur)
+            typer.echo(
+                f"   {category}: {len(spans)} instance syncs, at most {peak} at once "
+                f"(Prefect limit tag:sync:{category}: {_limit(category)} slots)"
+            )
+
+
+def _limit(category: str) -> str:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> int:
+        async with get_client() as client:
+            return (await client.read_global_concurrency_limit_by_name(f"tag:sync:{category}")).limit
+
+    try:
+        return str(asyncio.run(read()))
+    except Exception:  # the display must not fail the demo
+        return "?"
+
+
 def demo(
     ctx: typer.Context,
     messages: Annotated[int, typer.Option("--messages", min=1, help="Messages on the first demo server.")] = 5000,
@@ -66,18 +112,19 @@ def demo(
     }
     try:
         for name, server in servers.items():
+            server.set_faults(latency=LATENCY)
             server.start()
             typer.echo(f"started {name}: {server.url} ({server.message_count} messages)")
         _register(servers)
-        typer.echo("\n1) metadata session (full snapshot of conversations)")
-        code = run_session(ctx, category="metadata", instances=[], tags=[DEMO_TAG])
-        typer.echo("\n2) messages session (first sync: everything)")
-        code |= run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        typer.echo("\n1) messages session (metadata first, then every message: a first sync)")
+        code = run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        _show_concurrency()
         for server in servers.values():
             server.reset_requests()
             server.append(new)
-        typer.echo(f"\n3) {new} new messages per server; messages session again (incremental)")
+        typer.echo(f"\n2) {new} new messages per server; messages session again (incremental)")
         code |= run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        _show_concurrency()
         for name, server in servers.items():
             asked = [r.last_seq for r in server.requests if r.path.endswith("/messages/sync")]
             typer.echo(f"   {name} was asked for lastSeq={asked}: only the new messages were fetched")

@@ -449,3 +449,22 @@ class CapacitySample(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     tables: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False, default=list)
     collected_at: Mapped[dt.datetime] = _created()
+
+
+class CategoryPause(Base):
+    """Pause state of one category (queue admin, ``syncflow serve``): while ``paused`` no new
+    instance sync of the category starts (sessions wait for their slot), and the schedules of
+    the deployments listed in ``paused_deployments`` (the ones the pause switched off) stay off."""
+
+    __tablename__ = "category_pauses"
+    __table_args__ = (CheckConstraint(one_of("category", Category), name="category"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(String(20), nullable=False, unique=True)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    paused_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    paused_by: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    paused_deployments: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
+    resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = _updated()

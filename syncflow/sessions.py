@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
@@ -575,7 +575,9 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
 
     A ``pending``/``running`` record of a running session whose (instance, category) lease ran
     out or is absent and which nobody updated for ``older_than_seconds`` (use the lease) is
-    failed with "worker lost: ..."; its session finishes through the normal recount. Leases
+    failed with "worker lost: ..."; its session finishes through the normal recount. A
+    ``pending`` record waits for a slot (or a paused category) while its parent lives: it is
+    only swept when the session's heartbeat (:func:`touch_session`) is as old too. Leases
     that ran out are released (:func:`syncflow.sync_state.release_expired`).
     """
     from syncflow import sync_state
@@ -606,6 +608,7 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
                 SyncInstanceRecord.status.in_([RecordStatus.PENDING.value, RecordStatus.RUNNING.value]),
                 SyncInstanceRecord.updated_at < cutoff,
                 ~live,
+                or_(SyncInstanceRecord.status == RecordStatus.RUNNING.value, SyncSession.updated_at < cutoff),
             )
             .order_by(SyncInstanceRecord.id)
         ).all()
@@ -639,6 +642,18 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
     out.leases_released = sync_state.release_expired(session, now=now)
     log.info("sweep: %s", out.as_dict())
     return out
+
+
+def touch_session(session: Session, *, session_id: str, now: dt.datetime | None = None) -> bool:
+    """The parent's heartbeat: a running session's ``updated_at`` becomes now (what tells the
+    sweep that its pending records are queued, not orphaned). False when it is not running."""
+    result = session.execute(
+        update(SyncSession)
+        .where(SyncSession.session_id == session_id, SyncSession.status == SessionStatus.RUNNING.value)
+        .values(updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def close_session_of_run(session: Session, *, flow_run_id: str, outcome: str, reason: str) -> list[str]:
@@ -682,6 +697,10 @@ def session_summary(row: SyncSession, *, with_details: bool = False) -> dict[str
         "session_id": row.session_id,
         "status": row.status,
         "sync_category": row.sync_category,
+        "sync_type": row.sync_type,
+        "created_by": row.created_by,
+        "flow_run_id": row.flow_run_id,
+        "retry_of": row.retry_of,
         "total_instances": row.total_instances,
         "successful_instances": row.successful_instances,
         "failed_instances": row.failed_instances,
@@ -855,4 +874,5 @@ __all__ = [
     "skip_instance_sync",
     "start_instance_sync",
     "sweep",
+    "touch_session",
 ]

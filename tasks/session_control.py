@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from syncflow import sessions as book
 from syncflow.db import session_scope
-from syncflow.models import Instance, SessionStatus
+from syncflow.models import Category, Instance, SessionStatus, SyncSession
 from syncflow.settings import get_settings
 from tasks.session import PlannedRecord, PlannedSession
 
@@ -58,6 +58,12 @@ class _No423Noise(logging.Filter):
 _NOISE_FILTER = _No423Noise()
 
 
+# The lease of a held slot: Prefect renews it while the holder lives; when the holder dies
+# (SIGKILL, lost machine) a Prefect server frees the slot this long after the last renewal.
+# 60 s is the server's minimum (Prefect's default is 300 s).
+SLOT_LEASE_SECONDS = 60.0
+
+
 @asynccontextmanager
 async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[None]:
     """Hold one slot of the global concurrency limit ``name`` for the body:
@@ -75,10 +81,31 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     noisy = logging.getLogger("prefect._internal.concurrency")
     if _NOISE_FILTER not in noisy.filters:
         noisy.addFilter(_NOISE_FILTER)
+
+    # A category paused by the queue admin (POST /api/admin/sync-queue/{category}/pause)
+    # starts no new sync: wait here, before taking a slot, until it is resumed.
+    category = name.removeprefix("tag:sync:")
+
+    def paused() -> bool:
+        from syncflow import queue_admin
+
+        try:
+            with session_scope() as s:
+                return queue_admin.is_paused(s, category=category)
+        except Exception:  # an unmigrated store or a bad name must not block syncs
+            log.warning("could not read the pause flag of %r: not waiting", category, exc_info=True)
+            return False
+
+    told = False
     while True:
+        while await asyncio.to_thread(paused):
+            if not told:
+                log.info("category %s is paused (queue admin): waiting for resume", category)
+                told = True
+            await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
         entered = False
         try:
-            async with concurrency(name, occupy=1, strict=True, max_retries=0):
+            async with concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=SLOT_LEASE_SECONDS):
                 entered = True
                 yield
             return
@@ -166,6 +193,29 @@ async def session_status(session_id: str) -> str:
     return await asyncio.to_thread(_session_status, session_id)
 
 
+def _exists(session_id: str) -> bool:
+    with session_scope() as s:
+        return s.scalar(select(SyncSession.id).where(SyncSession.session_id == session_id)) is not None
+
+
+async def session_exists(session_id: str) -> bool:
+    return await asyncio.to_thread(_exists, session_id)
+
+
+def _metadata_targets(names: list[str], tags: list[str]) -> list[str]:
+    from syncflow.instances import select_instances
+
+    with session_scope() as s:
+        chosen = select_instances(s, category=Category.MESSAGES.value, names=names, tags=tags)
+        return [i.name for i in chosen if i.supports(Category.METADATA.value) and i.enabled]
+
+
+@task(name="metadata-targets", cache_policy=NO_CACHE)
+async def metadata_targets(names: list[str], tags: list[str]) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata."""
+    return await asyncio.to_thread(_metadata_targets, names, tags)
+
+
 def _cancel(session_id: str, reason: str) -> bool:
     with session_scope() as s:
         row = book.get_session(s, session_id=session_id)
@@ -175,6 +225,14 @@ def _cancel(session_id: str, reason: str) -> bool:
         return True
 
 
+HEARTBEAT_EVERY = 5  # polls (~10 s) between two touches of the session row
+
+
+def _touch(session_id: str) -> None:
+    with session_scope() as s:
+        book.touch_session(s, session_id=session_id)
+
+
 async def watch_cancellation(
     session_id: str, flow_run_id: str | None, on_cancel: Callable[[str], None], interval: float = 2.0
 ) -> None:
@@ -182,14 +240,19 @@ async def watch_cancellation(
     session's status. When the run is CANCELLING/CANCELLED (Prefect UI, ``prefect flow-run
     cancel``) the session is cancelled in the store, so running syncs stop at their next batch
     boundary; when the session was cancelled (``syncflow sessions cancel``) ``on_cancel`` is
-    called with the reason either way."""
+    called with the reason either way. Every ~10 s it also touches the session row: the
+    parent's heartbeat, which keeps ``syncflow sweep`` off records still queued for a slot."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
+    polls = 0
     async with get_client() as client:
         while True:
             await asyncio.sleep(interval)
+            polls += 1
             try:
+                if polls % HEARTBEAT_EVERY == 0:  # the sweep leaves a live parent's queued records alone
+                    await asyncio.to_thread(_touch, session_id)
                 if flow_run_id is not None:
                     run = await client.read_flow_run(flow_run_id)
                     if run.state is not None and run.state.type in (StateType.CANCELLING, StateType.CANCELLED):
@@ -354,8 +417,10 @@ __all__ = [
     "ensure_concurrency_limit",
     "hold_slot",
     "limit_name",
+    "metadata_targets",
     "open_retry_session",
     "publish_artifacts",
+    "session_exists",
     "session_status",
     "update_progress",
     "watch_cancellation",

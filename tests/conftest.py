@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -125,3 +126,26 @@ def store_env(store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -
     yield store_url
     dispose_engines()
     reset_settings()
+
+
+@pytest.fixture(scope="session")
+def local_prefect(pg_databases: PgDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ``prefect server start`` on 127.0.0.1 (its own PostgreSQL database), set up
+    (``syncflow setup``) and deployed (``prefect deploy --all``), with its own migrated
+    PostgreSQL store. Workers are started by the tests that need them
+    (``local_prefect.start_worker(name)``) and stopped with the server at the end."""
+    from tests.support.prefect_server import BIN, LocalPrefect
+
+    server_db = make_url(pg_databases.create("prefect")).set(drivername="postgresql+asyncpg")
+    store = pg_databases.create("deploy")
+    eng = make_engine(store)
+    upgrade(eng)
+    eng.dispose()
+    lp = LocalPrefect(tmp_path_factory.mktemp("prefect-home"), server_db.render_as_string(hide_password=False), store)
+    try:
+        lp.start()
+        lp.run([str(BIN / "syncflow"), "setup"])
+        lp.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], timeout=300)
+        yield lp
+    finally:
+        lp.stop()

@@ -507,8 +507,7 @@ def test_wrong_mariadb_password_fails_only_that_instance_without_retry(
     assert "not retried" in bad.error_message
     assert "not-the-password" not in bad.error_message
     assert bad.items_synced == 0
-    assert bad.sync_details["attempts"] == 1 and bad.sync_details["retries"] == 0
-    assert bad.sync_details["duration_s"] < 3.0  # no retry delay was slept
+    assert bad.sync_details["attempts"] == 1 and bad.sync_details["retries"] == 0  # no retry, no delay slept
     # Prefect's own record: the read task ran once, and the subflow run failed
     runs = asyncio.run(_read_task_runs(bad.flow_run_id))
     assert [(r.run_count, r.state_type.value) for r in runs] == [(1, "FAILED")]

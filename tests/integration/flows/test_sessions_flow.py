@@ -85,6 +85,7 @@ def max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
 
 
 async def _run_state(**kw: Any) -> tuple[Any, Any]:
+    kw.setdefault("refresh_metadata", False)  # the messages tests count only their own session
     state = await sync_session(return_state=True, **kw)
     return state, await state.aresult(raise_on_failure=False)
 
@@ -251,6 +252,44 @@ def test_limit_1_runs_instances_in_priority_order(wiring: Any, seq_server: SeqSe
     recs = sorted(records(engine), key=lambda r: r.started_at)
     assert [r.instance_name for r in recs] == ["p-b", "p-d", "p-c", "p-a"]
     assert max_overlap([(r.started_at, r.completed_at) for r in recs]) == 1
+
+
+def test_a_messages_session_first_brings_metadata_up_to_date(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    from syncflow.models import Conversation
+
+    seq_server.append(300)
+    wiring.add("mm-1", seq_server)
+    wiring.add("mm-2", seq_server)
+    set_limit("messages", 3)
+    set_limit("metadata", 5)
+    state, summary = run_session(category="messages", instances=["mm-1", "mm-2"], refresh_metadata=True)
+    assert state.is_completed(), state
+    meta_id = summary["metadata_session_id"]
+    meta, msgs = session_row(engine, meta_id), session_row(engine, summary["session_id"])
+    assert (meta.sync_category, meta.status, meta.total_instances) == ("metadata", "completed", 2)
+    assert meta.completed_at is not None and meta.completed_at <= msgs.started_at  # metadata first
+    assert {r.instance_name for r in records(engine, meta_id)} == {"mm-1", "mm-2"}
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Conversation)) == 6  # 3 per instance
+    assert (msgs.status, msgs.successful_instances) == ("completed", 2)
+    assert all(r.items_synced == 300 for r in records(engine, summary["session_id"]))
+
+
+def test_a_failed_metadata_refresh_does_not_stop_the_messages(
+    wiring: Any, seq_server: SeqServer, engine: Engine
+) -> None:
+    seq_server.append(50)
+    wiring.add("mf-1", seq_server)
+    set_limit("messages", 3)
+    set_limit("metadata", 5)
+    seq_server.set_faults(scope="conversations", code_error_rate=1.0)  # metadata fails, messages work
+    state, summary = run_session(category="messages", instances=["mf-1"], refresh_metadata=True)
+    assert state.is_completed(), state
+    meta = session_row(engine, summary["metadata_session_id"])
+    assert (meta.status, meta.failed_instances) == ("failed", 1)
+    assert records(engine, summary["session_id"])[0].items_synced == 50
 
 
 # ------------------------------------------------------------------- 3. cancellation

@@ -801,6 +801,25 @@ def test_a_deleted_account_that_comes_back_unchanged_is_restored(engine: Engine)
         assert row is not None and not row.deleted and row.deleted_at is None and row.last_session_id == "s-4"
 
 
+def test_an_empty_snapshot_never_marks_everything_deleted(engine: Engine) -> None:
+    iid = _instance(engine, "pg-empty", "postgres")
+    assert _counts(_accounts(engine, iid, [AccountSnapshot("alice"), AccountSnapshot("bob")], "s-1"))[1] == 2
+    with pytest.raises(ProtocolError, match=r"pg-empty: the server listed no accounts while 2 are stored"):
+        with session_scope(engine) as s:
+            apply_accounts(s, instance_id=iid, snapshot=[], instance_name="pg-empty")
+    with session_scope(engine) as s:
+        apply_settings(s, instance_id=iid, snapshot=[SettingSnapshot("work_mem", "4MB")])
+    with pytest.raises(ProtocolError, match=r"no settings while 1 are stored"):
+        with session_scope(engine) as s:
+            apply_settings(s, instance_id=iid, snapshot=[], instance_name="pg-empty")
+    with session_scope(engine) as s:  # nothing changed
+        assert s.scalar(select(func.count()).select_from(Account).where(Account.deleted.is_(True))) == 0
+    # one account gone is a normal deletion; an empty store accepts an empty snapshot
+    assert _accounts(engine, iid, [AccountSnapshot("bob")], "s-2").changes == ["alice: deleted"]
+    other = _instance(engine, "pg-fresh", "postgres")
+    assert _counts(_accounts(engine, other, [], "s-3")) == (0, 0, 0, 0, 0)
+
+
 # ============================================================ the instance-sync step, end to end
 
 

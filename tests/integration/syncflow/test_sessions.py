@@ -292,3 +292,26 @@ def test_totals_exact_with_concurrent_writers(engine: Engine, store_url: str, fa
     assert done.status == ("failed" if failed else "completed")
     assert done.completed_at is not None
     assert sum(r.items_created for r in done.records) == workers * per_worker - failed
+
+
+def test_sweep_leaves_queued_records_of_a_live_parent_alone(engine: Engine) -> None:
+    """Pending records wait for a slot (limit 1, a paused category) as long as their parent
+    lives: the parent's heartbeat (touch_session) keeps the sweep off them; once the
+    heartbeat is as old as the records, they are orphans and get swept."""
+    sid, recs = _session_with_records(engine, 2)
+    past = utcnow() - dt.timedelta(seconds=600)
+    with session_scope(engine) as s:
+        s.execute(update(SyncInstanceRecord).values(updated_at=past))
+        s.execute(update(SyncSession).values(updated_at=past))
+        assert svc.touch_session(s, session_id=sid) is True  # the parent's watcher does this every ~10 s
+    with session_scope(engine) as s:
+        assert svc.sweep(s, older_than_seconds=60).records_failed == []
+    assert _session(engine, sid).status == "running"
+    with session_scope(engine) as s:  # the parent died: no heartbeat for longer than the cutoff
+        s.execute(update(SyncSession).values(updated_at=past))
+    with session_scope(engine) as s:
+        assert sorted(svc.sweep(s, older_than_seconds=60).records_failed) == sorted(recs)
+    row = _session(engine, sid)
+    assert (row.status, row.failed_instances) == ("failed", 2)
+    with session_scope(engine) as s:
+        assert svc.touch_session(s, session_id=sid) is False  # finished: nothing to touch

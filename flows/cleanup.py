@@ -1,0 +1,39 @@
+"""The daily retention flow: delete finished sessions older than the retention."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from syncflow import sessions as book
+from syncflow.db import session_scope
+from syncflow.settings import get_settings
+from syncflow.sync_state import release_expired
+
+
+def _cleanup(retention_days: int) -> dict[str, Any]:
+    with session_scope() as s:
+        deleted = book.cleanup_sessions(s, older_than_days=retention_days)
+    with session_scope() as s:
+        released = release_expired(s)
+    return {"deleted_sessions": deleted, "retention_days": retention_days, "released_leases": released}
+
+
+@flow(name="cleanup", log_prints=False)
+async def cleanup(retention_days: int | None = None) -> dict[str, Any]:
+    """Delete finished sessions (with their records) that ended more than ``retention_days``
+    ago (default SYNCFLOW_RETENTION_DAYS, 30); running sessions and synced data stay. Also
+    clears expired single-flight leases left by killed syncs."""
+    days = get_settings().retention_days if retention_days is None else retention_days
+    if days < 0:
+        raise ValueError(f"retention_days must not be negative, not {days}")
+    out = await asyncio.to_thread(_cleanup, days)
+    get_run_logger().info(
+        "deleted %d finished session(s) older than %d day(s); cleared %d expired lease(s)",
+        out["deleted_sessions"],
+        days,
+        out["released_leases"],
+    )
+    return out

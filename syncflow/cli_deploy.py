@@ -1,0 +1,180 @@
+"""``syncflow setup`` and ``syncflow runner``: the Prefect side of running syncflow for real.
+
+``setup`` bootstraps a Prefect server (work pool + concurrency limits, idempotent);
+``runner`` serves the deployments of ``prefect.yaml`` from this process (Prefect's
+``serve``), for a single machine without a work pool and worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from syncflow import cli as base
+from syncflow.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_YAML = REPO / "prefect.yaml"
+
+
+def _parse_limits(items: list[str] | None) -> dict[str, int]:
+    from syncflow.models import Category
+
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"\d+", value.strip()) or int(value) < 1:
+            raise ConfigError(f"--limit takes CATEGORY=N with N >= 1, not {item!r}")
+        out[Category.parse(name.strip(), what="category").value] = int(value)
+    return out
+
+
+def _api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def setup_cmd(
+    ctx: typer.Context,
+    work_pool: Annotated[str, typer.Option("--work-pool", help="The process work pool to create.")] = "syncflow",
+    limit: Annotated[
+        list[str] | None,
+        typer.Option("--limit", help="CATEGORY=N: that category's concurrency limit (repeatable)."),
+    ] = None,
+    reset_limits: Annotated[
+        bool, typer.Option("--reset-limits", help="Set existing limits to the defaults / --limit values too.")
+    ] = False,
+    _json: base.JsonFlag = False,
+) -> None:
+    """Bootstrap the Prefect server in PREFECT_API_URL for syncflow's deployments (idempotent).
+
+    Creates the process work pool and one global concurrency limit per category
+    (tag:sync:<category>; metadata 5, messages 3, account/capacity/config 5, other 3) when
+    missing; existing ones keep their values unless --reset-limits. Then deploy with
+    `prefect deploy --all` and start a worker: `prefect worker start --pool syncflow`.
+    """
+    from deployments.setup import setup
+
+    limits = _parse_limits(limit)
+    if _api_url() is None:
+        raise ConfigError(
+            "PREFECT_API_URL is not set: `syncflow setup` prepares a running Prefect server "
+            "(e.g. PREFECT_API_URL=http://127.0.0.1:4200/api after `prefect server start`)"
+        )
+    try:
+        report = asyncio.run(setup(work_pool=work_pool, limits=limits, reset_limits=reset_limits))
+    except Exception as exc:  # connection refused, auth, ...
+        raise ConfigError(f"could not set up Prefect at {_api_url()}: {type(exc).__name__}: {exc}") from None
+    payload = report.as_dict()
+
+    def human(p: dict[str, Any]) -> Any:
+        rows = [
+            [
+                f"tag:sync:{c}",
+                n,
+                "created"
+                if f"tag:sync:{c}" in p["limits_created"]
+                else ("updated" if f"tag:sync:{c}" in p["limits_updated"] else "kept"),
+            ]
+            for c, n in p["limits"].items()
+        ]
+        pool = f"work pool {p['work_pool']!r}: {'created' if p['work_pool_created'] else 'exists'}"
+        return base._table(pool, ["concurrency limit", "slots", ""], rows)
+
+    base._render(ctx, payload, human)
+
+
+def load_deployments(path: Path = PREFECT_YAML, *, schedules: bool = True) -> list[Any]:
+    """The deployments of ``prefect.yaml`` as runner deployments (for ``serve``): same names,
+    parameters, tags, descriptions and cron schedules."""
+    import importlib
+
+    import yaml
+    from prefect.client.schemas.schedules import CronSchedule
+
+    spec = yaml.safe_load(path.read_text())
+    out = []
+    for d in spec.get("deployments") or []:
+        # imported as a module (not loaded from a path) so Prefect records the entrypoint
+        # ``flows/x.py:name`` relative to the repository, which the served runs load again
+        file, _, attr = d["entrypoint"].partition(":")
+        flow = getattr(importlib.import_module(file.removesuffix(".py").replace("/", ".")), attr)
+        crons = [
+            CronSchedule(cron=s["cron"], timezone=s.get("timezone") or "UTC")
+            for s in (d.get("schedules") or [])
+            if schedules and "cron" in s
+        ]
+        out.append(
+            flow.to_deployment(
+                name=d["name"],
+                parameters=d.get("parameters") or {},
+                tags=d.get("tags") or [],
+                description=d.get("description"),
+                schedules=crons or None,
+            )
+        )
+    return out
+
+
+async def _work_pool_deployments(names: list[str]) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    out = []
+    async with get_client() as client:
+        for name in names:
+            try:
+                dep = await client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if dep.work_pool_name:
+                out.append(name)
+    return out
+
+
+def runner_cmd(
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Flow runs this process runs at once (default: no cap).")
+    ] = None,
+    schedules: Annotated[
+        bool, typer.Option("--schedules/--no-schedules", help="Also run the cron schedules of prefect.yaml.")
+    ] = True,
+) -> None:
+    """Serve the deployments of prefect.yaml from this process until stopped (Ctrl-C).
+
+    The same deployment names as `prefect deploy --all` (sync-session/manual-batch, ...), run
+    by this process instead of a work pool worker: `prefect deployment run`, the API and the
+    schedules all work; cancelling a run in Prefect cancels its session. Needs a Prefect
+    server (PREFECT_API_URL).
+    """
+    if _api_url() is None:
+        raise ConfigError(
+            "PREFECT_API_URL is not set: `syncflow runner` serves the deployments of a running Prefect server"
+        )
+    import os
+
+    from prefect import serve
+
+    os.chdir(REPO)  # the served runs import flows/ and tasks/ from the repository
+    deps = load_deployments(schedules=schedules)
+    taken = asyncio.run(_work_pool_deployments([f"{d.flow_name}/{d.name}" for d in deps]))
+    if taken:
+        raise ConfigError(
+            f"{', '.join(taken)} already deployed to a work pool (prefect deploy): a runner would take "
+            "the name(s) over. Use workers for those, or delete them first: prefect deployment delete NAME"
+        )
+    typer.echo(
+        f"serving {len(deps)} deployment(s) from {PREFECT_YAML.name}: "
+        + ", ".join(f"{d.flow_name}/{d.name}" for d in deps)
+    )
+    serve(*deps, limit=limit, pause_on_shutdown=False, print_starting_message=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("setup")(setup_cmd)
+    app.command("runner")(runner_cmd)
