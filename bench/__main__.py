@@ -3,6 +3,10 @@
     python -m bench                          # 100k and 1M messages, +1,000 incremental each
     python -m bench --quick                  # 10k and 100k: a smoke run
     python -m bench --sizes 200000 --repeat 3 --out bench/results/200k.json
+    python -m bench --session-only           # only the session benchmark (bench/sessions.py)
+
+After its table it runs the session benchmark (50 instances x 2,000 messages, one session at
+GCL limits 1 and 3; ``--no-session`` skips it, ``--quick`` runs it over 10 instances).
 
 Exit status: 0 when every run's check passed, 1 when a run stored something wrong, 2 when
 the benchmark could not run.
@@ -24,6 +28,7 @@ from bench.services import ServiceError, conninfo
 from bench.subflow import DEFAULT_FLOW
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SESSION_OUT = Path("bench/results/sessions.json")
 
 
 def _sizes(text: str) -> list[int]:
@@ -81,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the flow the syncflow variant runs (A/B-test a candidate change without editing the engine)",
     )
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy executable")
+    session = parser.add_mutually_exclusive_group()
+    session.add_argument("--no-session", action="store_true", help="skip the session benchmark (bench.sessions)")
+    session.add_argument("--session-only", action="store_true", help="run only the session benchmark")
+    parser.add_argument(
+        "--session-out", type=Path, default=SESSION_OUT, help="JSON results file of the session benchmark"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [10_000, 100_000]
@@ -95,8 +106,23 @@ def _postgres_version(admin_url: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    from bench import sessions
+
+    return sessions.run_cli(
+        instances=10 if args.quick else 50,
+        messages=2000,
+        limits=(1, 3),
+        admin_url=args.pg_admin_url,
+        out=args.session_out,
+        logs=args.logs / "sessions" if args.logs else None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.session_only:
+        return _sessions(args)
     try:
         pg_version = _postgres_version(args.pg_admin_url)
     except psycopg.OperationalError as exc:
@@ -123,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json(run, args.out, pg_version)
     print(markdown(run))
     print(f"\n(results: {args.out}; total {run.seconds:.0f}s)")
-    return 0 if all(m.check.ok for m in run.measurements) else 1
+    status = 0 if all(m.check.ok for m in run.measurements) else 1
+    if not args.no_session:
+        print()
+        status = max(status, _sessions(args))
+    return status
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _run_name() -> str:
     return f"{params.get('category', 'account')}:{params.get('instance') or params.get('record_id')}"
 
 
-@flow(name="sync-db-instance", flow_run_name=_run_name, log_prints=False)
+@flow(name="sync-db-instance", flow_run_name=_run_name, log_prints=False, persist_result=True)
 async def sync_db_instance(
     record_id: int,
     instance: str = "",
