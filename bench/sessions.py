@@ -589,8 +589,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--prefect-db",
         choices=("sqlite", "postgres"),
-        default="sqlite",
-        help="the Prefect server's own database (default sqlite; postgres: a throwaway database, asyncpg)",
+        default="postgres",
+        help="the Prefect server's own database (default postgres: a throwaway database, asyncpg, "
+        "what production should run; sqlite: Prefect's out-of-the-box default)",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -458,13 +458,14 @@ def sync_instance_cmd(
     ctx: typer.Context,
     name: base.InstanceName,
     category: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--category",
             help="messages (incremental by seq, after metadata), metadata; account, capacity, config "
-            "(postgres/mysql instances).",
+            "(postgres/mysql instances). Default: messages, or the instance's first category.",
+            show_default=False,
         ),
-    ] = "messages",
+    ] = None,
     full: Annotated[bool, typer.Option("--full", help="Full re-sync: reset the cursor first.")] = False,
     from_seq: Annotated[int | None, typer.Option("--from-seq", help="Backfill from this seq (with --to-seq).")] = None,
     to_seq: Annotated[int | None, typer.Option("--to-seq", help="Backfill up to this seq; the cursor stays.")] = None,
@@ -490,6 +491,12 @@ def sync_instance_cmd(
     from syncflow.seq_engine import SyncOptions
 
     SyncOptions.parse(opts, instance=name)
+    if category is None:
+        from syncflow.instances import get_instance
+
+        with session_scope(base._checked_engine()) as s:
+            cats = list(get_instance(s, name=name).categories)
+        category = "messages" if "messages" in cats or not cats else cats[0]
     code = run_session(
         ctx, category=category, instances=[name], tags=[], options={name: opts} if opts else None, quiet=quiet
     )

@@ -95,6 +95,25 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` with its assets served from the installed ``swagger-ui-bundle``
+    package (FastAPI's default loads them from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/sync_sessions/static/favicon.svg",
+        )
+
+
 def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """The console: the sessions API, the queue admin API, the web page and ``/healthz``.
 
@@ -113,6 +132,8 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         )
 
     app = FastAPI(
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, works offline
+        redoc_url=None,
         title="syncflow console",
         version=_version(),
         description=(
@@ -127,6 +148,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     app.include_router(sessions_api.router)
     app.include_router(queue_api.router)
     app.mount("/sync_sessions/static", StaticFiles(directory=HERE / "static"), name="static")
+    _install_docs(app)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     @app.get("/healthz", response_model=m.HealthOut, tags=["health"], responses={503: {"model": m.HealthOut}})

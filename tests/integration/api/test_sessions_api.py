@@ -108,6 +108,19 @@ async def test_detail_has_records_with_counts_durations_errors_progress(
     assert recs["d"]["status"] == "pending" and recs["d"]["started_at"] is None
 
 
+async def test_swagger_ui_and_page_assets_are_served_locally(client: httpx.AsyncClient) -> None:
+    """/docs works offline: Swagger UI's assets come from this server, never a CDN."""
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "/docs/static/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
+    assets = ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css", "/sync_sessions/static/favicon.svg")
+    for path in assets:
+        assert (await client.get(path)).status_code == 200, path
+    page = await client.get("/sync_sessions/")
+    assert page.status_code == 200 and "http://" not in page.text.replace("http://www.w3.org", "")
+    assert "https://" not in page.text
+
+
 async def test_unknown_session_is_404_not_500(client: httpx.AsyncClient) -> None:
     for path in ("nope", "3f2b9c1e-0000-4000-8000-000000000000"):
         r = await client.get(f"{API}/sessions/{path}")
