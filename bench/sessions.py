@@ -44,6 +44,7 @@ import orjson
 import psycopg
 
 from bench.services import CpuSampler, PgDatabases, PrefectServerProcess, SeqServerProcess, ServiceError, conninfo
+from syncflow.sessions import max_overlap
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
@@ -113,16 +114,6 @@ Progress = Callable[[str], None]
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
-    """Most intervals open at one instant (an end at t is counted before a start at t)."""
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
-    cur = peak = 0
-    for _, step in events:
-        cur += step
-        peak = max(peak, cur)
-    return peak
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

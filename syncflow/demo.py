@@ -57,6 +57,7 @@ def _show_concurrency() -> None:
     from sqlalchemy import select
 
     from syncflow.models import SyncInstanceRecord, SyncSession
+    from syncflow.sessions import max_overlap
 
     with session_scope() as s:
         latest = {}
@@ -68,11 +69,7 @@ def _show_concurrency() -> None:
                 for r in s.scalars(select(SyncInstanceRecord).where(SyncInstanceRecord.session_id == sid))
                 if r.started_at and r.completed_at
             ]
-            events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
-            cur = peak = 0
-            for _, step in events:
-                cur += step
-                peak = max(peak, cur)
+            peak = max_overlap(spans)
             typer.echo(
                 f"   {category}: {len(spans)} instance syncs, at most {peak} at once "
                 f"(Prefect limit tag:sync:{category}: {_limit(category)} slots)"

@@ -21,7 +21,7 @@ import json
 import logging
 import statistics
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -644,6 +644,18 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
     return out
 
 
+def max_overlap(intervals: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
+    """The most intervals open at one instant (an end at t counts before a start at t): how
+    many instance syncs of a session ran at once, from their records' started/completed."""
+    spans = list(intervals)
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+    cur = peak = 0
+    for _, step in events:
+        cur += step
+        peak = max(peak, cur)
+    return peak
+
+
 def touch_session(session: Session, *, session_id: str, now: dt.datetime | None = None) -> bool:
     """The parent's heartbeat: a running session's ``updated_at`` becomes now (what tells the
     sweep that its pending records are queued, not orphaned). False when it is not running."""
@@ -867,6 +879,7 @@ __all__ = [
     "get_session",
     "get_statistics",
     "list_sessions",
+    "max_overlap",
     "open_session",
     "records_in_order",
     "retry_failed",

@@ -143,6 +143,26 @@ class LocalPrefect:
     def stop(self) -> None:
         for proc, _ in reversed(self.procs):  # workers and runners first, the server last
             self.stop_process(proc)
+        for pid in self.leftovers():  # flow-run processes workers started in sessions of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def leftovers(self) -> list[int]:
+        """Processes still running with this server's environment (PREFECT_HOME)."""
+        marker = f"PREFECT_HOME={self.home}".encode()
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        out.append(int(entry))
+            except OSError:
+                continue
+        return out
 
     @contextmanager
     def client_settings(self) -> Iterator[None]:

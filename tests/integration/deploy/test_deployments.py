@@ -27,6 +27,7 @@ from syncflow import sessions as book
 from syncflow.db import make_engine, session_scope
 from syncflow.models import Account, Instance, Message, SyncInstanceRecord, SyncSession, utcnow
 from syncflow.seqserver import SeqServer
+from syncflow.sessions import max_overlap
 from tests.support.prefect_server import BIN, LocalPrefect
 
 TOKEN_ENV = "SYNCFLOW_TEST_SEQ_TOKEN"
@@ -122,15 +123,6 @@ def stored(store: Engine, instance: str) -> int:
     with session_scope(store) as s:
         iid = s.scalar(select(Instance.id).where(Instance.name == instance))
         return s.scalar(select(func.count()).select_from(Message).where(Message.instance_id == iid)) or 0
-
-
-def max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
-    cur = peak = 0
-    for _, step in events:
-        cur += step
-        peak = max(peak, cur)
-    return peak
 
 
 def set_limit(lp: LocalPrefect, category: str, slots: int) -> None:

@@ -22,6 +22,7 @@ from syncflow import sessions as book
 from syncflow.db import session_scope
 from syncflow.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
 from syncflow.seqserver import SeqServer
+from syncflow.sessions import max_overlap
 from tasks import seq as seq_tasks
 
 TOKEN = "test-token-not-a-secret"
@@ -73,15 +74,6 @@ def session_row(engine: Engine, session_id: str) -> SyncSession:
         row = book.get_session(s, session_id=session_id)
         s.expunge(row)
         return row
-
-
-def max_overlap(intervals: list[tuple[dt.datetime, dt.datetime]]) -> int:
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
-    cur = peak = 0
-    for _, step in events:
-        cur += step
-        peak = max(peak, cur)
-    return peak
 
 
 async def _run_state(**kw: Any) -> tuple[Any, Any]:
