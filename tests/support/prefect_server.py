@@ -9,6 +9,7 @@ started through :meth:`LocalPrefect.spawn`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -23,6 +24,18 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        out.append(pid)
+    return out
 
 
 def free_port() -> int:
@@ -148,6 +161,56 @@ class LocalPrefect:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def quiesce(self) -> None:
+        """Between tests: stop every process started after the server (workers, runners, the
+        flow runs they started in sessions of their own), cancel every flow run not yet final
+        (nothing one test queued may run during the next) and cancel the sessions still
+        running in the store."""
+        from sqlalchemy import select
+
+        from syncflow import sessions as book
+        from syncflow.db import make_engine, session_scope
+        from syncflow.models import SessionStatus, SyncSession
+
+        for proc, _ in list(self.procs[1:]):
+            self.stop_process(proc)
+        del self.procs[1:]
+        server = self.procs[0][0].pid if self.procs else None
+        for pid in self.leftovers():
+            if pid != server and server not in _ancestors(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        async def cancel_runs() -> None:
+            from prefect.client.orchestration import get_client
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+            from prefect.client.schemas.objects import StateType
+            from prefect.states import Cancelled
+
+            open_types = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+            async with get_client() as client:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=open_types))
+                    ),
+                    limit=200,
+                )
+                for run in runs:
+                    await client.set_flow_run_state(run.id, Cancelled(message="test teardown"), force=True)
+
+        with self.client_settings():
+            asyncio.run(cancel_runs())
+        engine = make_engine(self.store_url)
+        try:
+            with session_scope(engine) as s:
+                stmt = select(SyncSession.session_id).where(SyncSession.status == SessionStatus.RUNNING)
+                for sid in list(s.scalars(stmt)):
+                    book.cancel_session(s, session_id=sid, reason="test teardown")
+        finally:
+            engine.dispose()
 
     def leftovers(self) -> list[int]:
         """Processes still running with this server's environment (PREFECT_HOME)."""

@@ -32,9 +32,7 @@ SLOW_MESSAGES = 50_000
 @pytest.fixture
 def lp(local_prefect: LocalPrefect) -> Iterator[LocalPrefect]:
     yield local_prefect
-    for proc, _ in list(local_prefect.procs[1:]):  # this test's worker and console; the server stays
-        local_prefect.stop_process(proc)
-    del local_prefect.procs[1:]
+    local_prefect.quiesce()  # this test's workers and runs stop; nothing it queued runs later
 
 
 @pytest.fixture

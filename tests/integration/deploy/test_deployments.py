@@ -39,9 +39,7 @@ PREFECT = str(BIN / "prefect")
 @pytest.fixture
 def lp(local_prefect: LocalPrefect) -> Iterator[LocalPrefect]:
     yield local_prefect
-    for proc, _ in list(local_prefect.procs[1:]):  # this test's workers/runners; the server stays
-        local_prefect.stop_process(proc)
-    del local_prefect.procs[1:]
+    local_prefect.quiesce()  # this test's workers and runs stop; nothing it queued runs later
 
 
 @pytest.fixture
@@ -333,6 +331,8 @@ def test_a_killed_worker_frees_its_slots_and_the_sweep_closes_its_session(
     """A worker SIGKILLed mid-session (machine lost): the server's filesystem leases free the
     category's slots by themselves, `syncflow sweep` fails the orphaned records, and the next
     session of the category runs."""
+    # a run an earlier test cancelled may have died holding slots: their leases run out first
+    wait_for(lambda: _active_slots(lp, "messages") == 0, what="no messages slot held", timeout=150)
     worker = lp.spawn(
         "w-killed",
         [PREFECT, "worker", "start", "--pool", "syncflow", "--name", "w-killed", "--type", "process"],
@@ -352,7 +352,8 @@ def test_a_killed_worker_frees_its_slots_and_the_sweep_closes_its_session(
     assert session(store, sid).status == "running"  # nobody closed it: the sweep's job
 
     swept = json.loads(lp.run([SYNCFLOW, "sweep", "--older-than", "10", "--json"]).stdout)
-    assert sid in swept["sessions_finished"] and len(swept["records_failed"]) == 2
+    ours = {r.id for r in records(store, sid)}
+    assert sid in swept["sessions_finished"] and ours <= set(swept["records_failed"])
     row = session(store, sid)
     assert (row.status, row.failed_instances) == ("failed", 2)
     for rec in records(store, sid):
