@@ -48,6 +48,8 @@ class SetupReport:
 
 
 def limit_name(category: str) -> str:
+    """The global concurrency limit that caps ``category``: ``tag:sync:<category>`` (what
+    ``prefect concurrency-limit create sync:<category> N`` creates)."""
     return f"tag:sync:{category}"
 
 

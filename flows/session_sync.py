@@ -10,22 +10,13 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.states import Cancelled
 
+from deployments.setup import DEFAULT_LIMITS  # the seed's defaults: one table, also what `syncflow setup` creates
+from deployments.trigger import category_tag
 from flows.db_instance_sync import sync_db_instance
 from flows.instance_sync import sync_instance
 from syncflow.models import Category, SessionStatus, SyncType
 from tasks import session_control as ctl
 from tasks.session import open_session, session_summary
-
-# The seed's defaults: metadata 5, messages 3; database categories 5.
-DEFAULT_LIMITS: dict[str, int] = {
-    Category.METADATA.value: 5,
-    Category.MESSAGES.value: 3,
-    Category.ACCOUNT.value: 5,
-    Category.CAPACITY.value: 5,
-    Category.CONFIG.value: 5,
-    Category.OTHER.value: 3,
-}
-
 
 # Which subflow syncs an instance of each kind (http-seq, and anything else, by sync_instance).
 DB_KINDS = frozenset({"postgres", "mysql"})
@@ -188,7 +179,7 @@ async def _run_child_deployment(rec: Any, category: str) -> Any:
         timeout=None,
         poll_interval=1,
         as_subflow=True,
-        tags=[f"category:{category}"],
+        tags=[category_tag(category)],
     )
     return run.state
 

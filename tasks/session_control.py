@@ -20,6 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
+from deployments.setup import limit_name
 from syncflow import sessions as book
 from syncflow.db import session_scope
 from syncflow.models import Category, Instance, SessionStatus, SyncSession
@@ -27,12 +28,6 @@ from syncflow.settings import get_settings
 from tasks.session import PlannedRecord, PlannedSession
 
 log = logging.getLogger(__name__)
-
-
-def limit_name(category: str) -> str:
-    """The global concurrency limit that caps ``category``: ``tag:sync:<category>`` (what
-    ``prefect concurrency-limit create sync:<category> N`` creates)."""
-    return f"tag:sync:{category}"
 
 
 def _locked(exc: BaseException) -> bool:
