@@ -230,11 +230,11 @@ class Harness:
         return out
 
     def _prepare(self, variant: Variant, server: SeqServerProcess, label: str) -> Target:
-        from syncflow import instances
-        from syncflow.db import make_engine, session_scope
-        from syncflow.migrations import upgrade
-        from syncflow.models import SyncConfigItem
-        from syncflow.sync_state import ensure_item
+        from syncflow.store import instances
+        from syncflow.store.db import make_engine, session_scope
+        from syncflow.store.migrations import upgrade
+        from syncflow.store.models import SyncConfigItem
+        from syncflow.store.sync_state import ensure_item
 
         url = self.dbs.create(f"{variant}_{label}".replace("-", "_"))
         engine = make_engine(url)
@@ -258,8 +258,8 @@ class Harness:
         return target
 
     def _open_record(self, target: Target) -> int:
-        from syncflow import sessions
-        from syncflow.db import make_engine, session_scope
+        from syncflow.store import sessions
+        from syncflow.store.db import make_engine, session_scope
 
         engine = make_engine(target.url)
         try:

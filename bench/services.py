@@ -210,7 +210,7 @@ class _Process:
 
 
 class SeqServerProcess(_Process):
-    """``python -m syncflow.seqserver`` in its own process; admin calls over HTTP."""
+    """``python -m syncflow.testing.seqserver`` in its own process; admin calls over HTTP."""
 
     name = "seqserver"
 
@@ -232,7 +232,7 @@ class SeqServerProcess(_Process):
     def start(self, timeout: float = 60.0) -> str:
         self.port = free_port()
         args = [
-            sys.executable, "-m", "syncflow.seqserver",
+            sys.executable, "-m", "syncflow.testing.seqserver",
             "--port", str(self.port), "--messages", str(self.messages),
             "--token", self.token, "--seed", str(self.seed),
         ]  # fmt: skip

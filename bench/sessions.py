@@ -44,7 +44,7 @@ import orjson
 import psycopg
 
 from bench.services import CpuSampler, PgDatabases, PrefectServerProcess, SeqServerProcess, ServiceError, conninfo
-from syncflow.sessions import max_overlap
+from syncflow.store.sessions import max_overlap
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
@@ -431,9 +431,9 @@ async def _set_limit(limit: int) -> None:
 def _child_setup(spec: dict[str, Any]) -> None:
     """Migrate the fresh store, save one block per instance, register the instances, set the limit."""
     from blocks.seq_http import SeqHttpInstance
-    from syncflow import instances
-    from syncflow.db import get_engine, session_scope
-    from syncflow.migrations import upgrade
+    from syncflow.store import instances
+    from syncflow.store.db import get_engine, session_scope
+    from syncflow.store.migrations import upgrade
 
     engine = get_engine()
     upgrade(engine)

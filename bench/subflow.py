@@ -68,8 +68,8 @@ def instrument_prefect_api(spans: probe.Spans, calls: Counter[str]) -> None:
 
 def instrument(spans: probe.Spans) -> None:
     """Record the engine's steps as spans (module attributes, looked up at call time)."""
-    from syncflow import seq_engine
-    from syncflow.sources import seq_http
+    from syncflow.engine import pipeline as seq_engine
+    from syncflow.sources import http_seq as seq_http
 
     client = seq_http.SeqHttpClient
     client.fetch_page = spans.wrap(probe.FETCH, client.fetch_page)  # type: ignore[method-assign]

@@ -7,10 +7,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from syncflow import sessions as book
-from syncflow.db import session_scope
 from syncflow.settings import get_settings
-from syncflow.sync_state import release_expired
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.sync_state import release_expired
 
 
 def _cleanup(retention_days: int) -> dict[str, Any]:

@@ -20,11 +20,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run as flow_run_runtime
 
-from syncflow.db import get_engine
+from syncflow.engine.pipeline import InstanceRun, Skipped
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
-from syncflow.seq_engine import InstanceRun, Skipped
 from syncflow.settings import get_settings
-from syncflow.sync_state import LeaseKeeper, LeaseLostError
+from syncflow.store.db import get_engine
+from syncflow.store.sync_state import LeaseKeeper, LeaseLostError
 from tasks import db as t
 
 ARTIFACT_LINES = 200

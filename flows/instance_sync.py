@@ -18,12 +18,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.runtime import flow_run as flow_run_runtime
 
-from syncflow.db import get_engine
+from syncflow.engine.pipeline import BatchClock, InstanceRun, Skipped
 from syncflow.errors import SyncflowError
-from syncflow.models import Category
-from syncflow.seq_engine import BatchClock, InstanceRun, Skipped
 from syncflow.settings import get_settings
-from syncflow.sync_state import LeaseKeeper, LeaseLostError
+from syncflow.store.db import get_engine
+from syncflow.store.models import Category
+from syncflow.store.sync_state import LeaseKeeper, LeaseLostError
 from tasks import seq as t
 
 

@@ -14,7 +14,7 @@ from deployments.setup import DEFAULT_LIMITS  # the seed's defaults: one table, 
 from deployments.trigger import category_tag
 from flows.db_instance_sync import sync_db_instance
 from flows.instance_sync import sync_instance
-from syncflow.models import Category, SessionStatus, SyncType
+from syncflow.store.models import Category, SessionStatus, SyncType
 from tasks import session_control as ctl
 from tasks.session import open_session, session_summary
 

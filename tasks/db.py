@@ -15,9 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as task_run_runtime
 
 from blocks.database import DatabaseInstance
-from syncflow import account_store, seq_engine
+from syncflow.engine import pipeline as seq_engine
 from syncflow.errors import ConfigError, SyncError, TransientSyncError
 from syncflow.sources import db_connection
+from syncflow.store import snapshots as account_store
 
 CHANGES_KEPT = 1000  # change lines handed back to the flow (its artifact); sync_details keeps fewer
 

@@ -1,4 +1,4 @@
-"""Thin Prefect tasks around the seq engine's steps (syncflow.seq_engine, syncflow.sources).
+"""Thin Prefect tasks around the seq engine's steps (syncflow.engine.pipeline, syncflow.sources).
 
 Tasks get names and numbers, never secrets or connections: the fetch task loads the
 instance's block by name and keeps one HTTP client per block in this process.
@@ -16,10 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as task_run_runtime
 
 from blocks.seq_http import SeqHttpInstance
-from syncflow import seq_engine
+from syncflow.engine import pipeline as seq_engine
 from syncflow.errors import ConfigError, RateLimitedError, TransientSyncError
-from syncflow.metadata_store import ConversationRow
-from syncflow.sources.seq_http import SeqHttpClient
+from syncflow.sources.http_seq import SeqHttpClient
+from syncflow.store.conversations import ConversationRow
 
 _clients: dict[str, tuple[SeqHttpClient, SeqHttpInstance]] = {}
 _clients_lock = threading.Lock()

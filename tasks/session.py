@@ -1,4 +1,4 @@
-"""Thin Prefect tasks around session book-keeping (syncflow.sessions)."""
+"""Thin Prefect tasks around session book-keeping (syncflow.store.sessions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
-from syncflow import sessions as book
-from syncflow.db import session_scope
-from syncflow.models import Instance
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import Instance
 
 
 @dataclass(frozen=True)

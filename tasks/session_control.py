@@ -1,6 +1,6 @@
 """Prefect-side control of a session: its concurrency limit, cancellation, artifacts, hooks.
 
-The tasks wrap one call each (the Prefect client or the core in ``syncflow.sessions``). Two
+The tasks wrap one call each (the Prefect client or the core in ``syncflow.store.sessions``). Two
 helpers are plain coroutines on purpose: the cancellation watcher polls every ~2 s for the
 whole session (a task run per poll would flood the UI), and the flow-run hooks run after
 the flow's engine is done with it.
@@ -21,10 +21,10 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from deployments.setup import limit_name
-from syncflow import sessions as book
-from syncflow.db import session_scope
-from syncflow.models import Category, Instance, SessionStatus, SyncSession
 from syncflow.settings import get_settings
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import Category, Instance, SessionStatus, SyncSession
 from tasks.session import PlannedRecord, PlannedSession
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     category = name.removeprefix("tag:sync:")
 
     def paused() -> bool:
-        from syncflow import queue_admin
+        from syncflow.store import pauses as queue_admin
 
         try:
             with session_scope() as s:
@@ -223,7 +223,7 @@ async def session_exists(session_id: str) -> bool:
 
 
 def _metadata_targets(names: list[str], tags: list[str]) -> list[str]:
-    from syncflow.instances import select_instances
+    from syncflow.store.instances import select_instances
 
     with session_scope() as s:
         chosen = select_instances(s, category=Category.MESSAGES.value, names=names, tags=tags)

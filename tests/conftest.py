@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import Engine, delete
 from sqlalchemy.engine import make_url
 
-from syncflow.db import make_engine
-from syncflow.migrations import upgrade
-from syncflow.models import Base
+from syncflow.store.db import make_engine
+from syncflow.store.migrations import upgrade
+from syncflow.store.models import Base
 
 PG_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -118,8 +118,8 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def store_env(store_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point SYNCFLOW_DATABASE_URL (what flows and tasks use) at the test store."""
-    from syncflow.db import dispose_engines
     from syncflow.settings import reset_settings
+    from syncflow.store.db import dispose_engines
 
     monkeypatch.setenv("SYNCFLOW_DATABASE_URL", store_url)
     reset_settings()

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from syncflow.api import schemas as m
 from syncflow.errors import ConfigError
-from syncflow.models import (
+from syncflow.store.models import (
     Category,
     RecordStatus,
     SessionStatus,

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from syncflow.api.auth import TokenCheck
 from syncflow.api.settings import ApiSettings
-from syncflow.db import get_engine, session_scope
 from syncflow.errors import ConfigError
+from syncflow.store.db import get_engine, session_scope
 
 
 @dataclass

@@ -12,14 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from syncflow import queue_admin
 from syncflow.api import _prefect as pf
 from syncflow.api import schemas as m
 from syncflow.api.deps import READ, WRITE, Console, ConsoleDep
 from syncflow.api.sessions_api import BAD, ERR, PREFECT, retry
-from syncflow.db import session_scope
 from syncflow.errors import IllegalTransitionError, NotFoundError
-from syncflow.models import RecordStatus, utcnow
+from syncflow.store import pauses as queue_admin
+from syncflow.store.db import session_scope
+from syncflow.store.models import RecordStatus, utcnow
 
 router = APIRouter(prefix="/api/admin/sync-queue", tags=["queue admin"])
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from syncflow.models import Category, RecordStatus, SessionStatus, SyncType
+from syncflow.store.models import Category, RecordStatus, SessionStatus, SyncType
 
 CategoryName = Literal["account", "capacity", "config", "metadata", "messages", "other"]
 SyncTypeName = Literal["scheduled", "manual_batch"]

@@ -11,16 +11,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query, status
 from sqlalchemy.orm import Session
 
-from syncflow import instances as inst_svc
-from syncflow import queue_admin
-from syncflow import sessions as book
 from syncflow.api import _prefect as pf
 from syncflow.api import _views as views
 from syncflow.api import schemas as m
 from syncflow.api.deps import READ, WRITE, Console, ConsoleDep, DbDep, utc
-from syncflow.db import session_scope
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
-from syncflow.models import RecordStatus, SessionStatus, SyncType
+from syncflow.store import instances as inst_svc
+from syncflow.store import pauses as queue_admin
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 
 router = APIRouter(prefix="/sync_sessions/api", tags=["sessions"])
 
@@ -165,7 +165,7 @@ def list_instances(
 def _plan_batch(c: Console, body: m.ManualBatchIn) -> tuple[list[str], bool]:
     """Validate a manual batch against the store: the instance names it will run over, and
     whether its category is paused."""
-    from syncflow.seq_engine import SyncOptions
+    from syncflow.engine.pipeline import SyncOptions
 
     with session_scope(c.get_engine()) as s:
         try:

@@ -1,6 +1,6 @@
 """Clients of the source kinds syncflow pulls from (one module per kind)."""
 
-from syncflow.sources.seq_http import (
+from syncflow.sources.http_seq import (
     CONVERSATIONS_PATH,
     MESSAGE_COLUMNS,
     SEQ_MAX,

@@ -21,8 +21,8 @@ While reading, :func:`postgres_errors` / :func:`mysql_errors` map a missing priv
 connection or a timeout to :class:`TransientSyncError`.
 
 The readers (``read_accounts`` / ``read_capacity`` / ``read_settings`` / ``read_snapshot``
-at the end of this module) pick the module of the server kind: :mod:`syncflow.sources.postgres_server` or
-:mod:`syncflow.sources.mysql_server`.
+at the end of this module) pick the module of the server kind: :mod:`syncflow.sources.postgres` or
+:mod:`syncflow.sources.mysql`.
 """
 
 from __future__ import annotations
@@ -464,10 +464,10 @@ def open_mysql(conn: DbConnection, what: str) -> Iterator[pymysql.connections.Co
 
 def _module(conn: DbConnection) -> Any:
     if conn.kind == "postgres":
-        from syncflow.sources import postgres_server
+        from syncflow.sources import postgres as postgres_server
 
         return postgres_server
-    from syncflow.sources import mysql_server
+    from syncflow.sources import mysql as mysql_server
 
     return mysql_server
 

@@ -1,7 +1,7 @@
 """What the database-server readers return: plain, frozen, JSON-able snapshots.
 
 One shape for PostgreSQL and MySQL/MariaDB alike, so that the store
-(:mod:`syncflow.account_store`) diffs them without knowing the server kind:
+(:mod:`syncflow.store.snapshots`) diffs them without knowing the server kind:
 
 * :class:`AccountSnapshot` - one account (PostgreSQL role, MySQL ``user@host``, MariaDB role)
   with its attributes, its privileges as sorted readable strings and the roles it is a

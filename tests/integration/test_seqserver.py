@@ -24,8 +24,8 @@ from syncflow.errors import (
     SyncError,
     TransientSyncError,
 )
-from syncflow.seqserver import CONVERSATIONS_PATH, SYNC_PATH, Faults, RequestRecord, SeqServer
 from syncflow.sources import SEQ_MAX, SeqHttpClient
+from syncflow.testing.seqserver import CONVERSATIONS_PATH, SYNC_PATH, Faults, RequestRecord, SeqServer
 
 TOKEN = "integration-token"
 
@@ -458,7 +458,7 @@ def test_main_runs_in_the_foreground_until_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "syncflow.seqserver",
+            "syncflow.testing.seqserver",
             "--port",
             "0",
             "--messages",

@@ -169,9 +169,9 @@ class LocalPrefect:
         running in the store."""
         from sqlalchemy import select
 
-        from syncflow import sessions as book
-        from syncflow.db import make_engine, session_scope
-        from syncflow.models import SessionStatus, SyncSession
+        from syncflow.store import sessions as book
+        from syncflow.store.db import make_engine, session_scope
+        from syncflow.store.models import SessionStatus, SyncSession
 
         for proc, _ in list(self.procs[1:]):
             self.stop_process(proc)

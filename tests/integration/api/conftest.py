@@ -12,12 +12,12 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from syncflow import instances as inst_svc
-from syncflow import sessions as book
 from syncflow.api import ApiSettings, create_app
 from syncflow.api.auth import hash_token
-from syncflow.db import session_scope
-from syncflow.models import SyncInstanceRecord, SyncSession
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import SyncInstanceRecord, SyncSession
 
 TOKEN = "console-test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from blocks.seq_http import SeqHttpInstance
-from syncflow import instances as inst_svc
 from syncflow.api.auth import hash_token
-from syncflow.db import make_engine, session_scope
-from syncflow.models import Instance, Message, SyncInstanceRecord, SyncSession
-from syncflow.seqserver import SeqServer
+from syncflow.store import instances as inst_svc
+from syncflow.store.db import make_engine, session_scope
+from syncflow.store.models import Instance, Message, SyncInstanceRecord, SyncSession
+from syncflow.testing.seqserver import SeqServer
 from tests.support.prefect_server import BIN, LocalPrefect, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")

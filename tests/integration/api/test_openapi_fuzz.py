@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import Engine, delete
 
 from syncflow.api.auth import hash_token
-from syncflow.db import make_engine
-from syncflow.models import Base
+from syncflow.store.db import make_engine
+from syncflow.store.models import Base
 from tests.integration.api.conftest import AUTH, TOKEN, Deployments, Store
 from tests.support.prefect_server import REPO, free_port
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from syncflow import queue_admin
 from syncflow.api._prefect import session_key
-from syncflow.db import session_scope
+from syncflow.store import pauses as queue_admin
+from syncflow.store.db import session_scope
 from tests.integration.api.conftest import AUTH, Deployments, Store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -241,9 +241,9 @@ async def test_paused_category_holds_a_run_until_resume(
     """A session started while its category is paused opens, but syncs nothing until resume."""
     from blocks.seq_http import SeqHttpInstance
     from flows.session_sync import sync_session
-    from syncflow import instances as inst_svc
-    from syncflow.models import Message
-    from syncflow.seqserver import SYNC_PATH, SeqServer
+    from syncflow.store import instances as inst_svc
+    from syncflow.store.models import Message
+    from syncflow.testing.seqserver import SYNC_PATH, SeqServer
     from tasks import seq as seq_tasks
 
     seq_tasks.forget_clients()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from syncflow.api import ApiSettings, create_app
-from syncflow.models import utcnow
+from syncflow.store.models import utcnow
 from tests.integration.api.conftest import AUTH, TOKEN, Store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -308,7 +308,7 @@ async def test_healthz_reports_store_and_prefect(client: httpx.AsyncClient, pref
 async def test_healthz_is_503_when_the_store_is_down() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from syncflow.db import make_engine
+    from syncflow.store.db import make_engine
 
     eng = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none")
     app = create_app(ApiSettings(prefect_timeout=2), engine=eng)

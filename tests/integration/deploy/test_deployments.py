@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from syncflow import sessions as book
-from syncflow.db import make_engine, session_scope
-from syncflow.models import Account, Instance, Message, SyncInstanceRecord, SyncSession, utcnow
-from syncflow.seqserver import SeqServer
-from syncflow.sessions import max_overlap
+from syncflow.store import sessions as book
+from syncflow.store.db import make_engine, session_scope
+from syncflow.store.models import Account, Instance, Message, SyncInstanceRecord, SyncSession, utcnow
+from syncflow.store.sessions import max_overlap
+from syncflow.testing.seqserver import SeqServer
 from tests.support.prefect_server import BIN, LocalPrefect
 
 TOKEN_ENV = "SYNCFLOW_TEST_SEQ_TOKEN"

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine
 
 from blocks.seq_http import SeqHttpInstance
-from syncflow import instances as inst_svc
-from syncflow import sessions as book
-from syncflow.db import session_scope
-from syncflow.seqserver import SeqServer
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.testing.seqserver import SeqServer
 from tasks import seq as seq_tasks
 
 TOKEN = "test-token-not-a-secret"

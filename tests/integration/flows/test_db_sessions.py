@@ -37,11 +37,11 @@ from typer.testing import CliRunner
 from blocks.database import DatabaseInstance
 from flows.session_sync import sync_session
 from syncflow import cli
-from syncflow import instances as inst_svc
-from syncflow import sessions as book
-from syncflow.db import session_scope
-from syncflow.models import Account, CapacitySample, Instance, ServerSetting, SyncInstanceRecord, SyncSession
 from syncflow.sources.db_snapshots import is_sensitive_setting
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import Account, CapacitySample, Instance, ServerSetting, SyncInstanceRecord, SyncSession
 
 PG_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_MYSQL_ADMIN_URL", "mysql://root@127.0.0.1:3306")

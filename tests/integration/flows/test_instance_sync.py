@@ -7,9 +7,9 @@ import asyncio
 from sqlalchemy import Engine, func, select
 
 from flows.instance_sync import sync_instance
-from syncflow.db import session_scope
-from syncflow.models import Message, SyncConfigItem, SyncInstanceRecord
-from syncflow.seqserver import SeqServer
+from syncflow.store.db import session_scope
+from syncflow.store.models import Message, SyncConfigItem, SyncInstanceRecord
+from syncflow.testing.seqserver import SeqServer
 
 
 def _run(record_id: int, **kw):  # type: ignore[no-untyped-def]

@@ -28,11 +28,11 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from flows.instance_sync import sync_instance
-from syncflow.db import session_scope
-from syncflow.models import Conversation, Instance, Message, SyncConfigItem, SyncInstanceRecord
-from syncflow.seqserver import CONVERSATIONS_PATH, SYNC_PATH, RequestRecord, SeqServer
 from syncflow.settings import reset_settings
-from syncflow.sync_state import acquire_lock
+from syncflow.store.db import session_scope
+from syncflow.store.models import Conversation, Instance, Message, SyncConfigItem, SyncInstanceRecord
+from syncflow.store.sync_state import acquire_lock
+from syncflow.testing.seqserver import CONVERSATIONS_PATH, SYNC_PATH, RequestRecord, SeqServer
 
 TOKEN = "test-token-not-a-secret"  # the token conftest's Wiring.add puts into the blocks
 SEQ_MAX = 2**63 - 1

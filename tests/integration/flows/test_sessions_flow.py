@@ -18,11 +18,11 @@ from sqlalchemy import Engine, func, select, update
 
 from blocks.seq_http import SeqHttpInstance
 from flows.session_sync import sync_session
-from syncflow import sessions as book
-from syncflow.db import session_scope
-from syncflow.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
-from syncflow.seqserver import SeqServer
-from syncflow.sessions import max_overlap
+from syncflow.store import sessions as book
+from syncflow.store.db import session_scope
+from syncflow.store.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
+from syncflow.store.sessions import max_overlap
+from syncflow.testing.seqserver import SeqServer
 from tasks import seq as seq_tasks
 
 TOKEN = "test-token-not-a-secret"
@@ -249,7 +249,7 @@ def test_limit_1_runs_instances_in_priority_order(wiring: Any, seq_server: SeqSe
 def test_a_messages_session_first_brings_metadata_up_to_date(
     wiring: Any, seq_server: SeqServer, engine: Engine
 ) -> None:
-    from syncflow.models import Conversation
+    from syncflow.store.models import Conversation
 
     seq_server.append(300)
     wiring.add("mm-1", seq_server)
@@ -319,7 +319,7 @@ def test_cli_cancel_stops_syncs_at_a_batch_boundary_and_keeps_progress(
     wiring: Any, seq_server: SeqServer, engine: Engine
 ) -> None:
     import syncflow.cli  # noqa: F401  (the CLI package is entered through syncflow.cli)
-    from syncflow.cli_sessions import cancel_everywhere
+    from syncflow.cli.sessions import cancel_everywhere
 
     bg, sid = _start_slow_session(wiring, seq_server, engine)
     out = cancel_everywhere(sid)

@@ -17,13 +17,14 @@ from typer.main import get_command
 from typer.testing import CliRunner, Result
 
 from syncflow import cli
-from syncflow import instances as inst_svc
-from syncflow import sessions as svc
-from syncflow.db import dispose_engines, make_engine, session_scope
-from syncflow.migrations import head_revision
-from syncflow.models import SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
-from syncflow.sessions import ItemCounts
+from syncflow.cli._output import parse_age
 from syncflow.settings import reset_settings
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as svc
+from syncflow.store.db import dispose_engines, make_engine, session_scope
+from syncflow.store.migrations import head_revision
+from syncflow.store.models import SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
+from syncflow.store.sessions import ItemCounts
 
 ENV_URL = "SYNCFLOW_DATABASE_URL"
 
@@ -329,7 +330,7 @@ def test_bad_since_is_a_usage_error(run: Cli) -> None:
     ],
 )
 def test_ages_accepted(text: str, expected: dt.timedelta) -> None:
-    assert cli._parse_age(text) == expected
+    assert parse_age(text) == expected
 
 
 def test_store_not_initialised(fresh_url: str) -> None:
@@ -362,7 +363,7 @@ def test_unexpected_error_is_one_line_from_main(
     def boom(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli.instance_svc, "list_instances", boom)
+    monkeypatch.setattr("syncflow.store.instances.list_instances", boom)
     monkeypatch.setattr(sys, "argv", ["syncflow", "--database-url", run.url, "instances", "list"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()

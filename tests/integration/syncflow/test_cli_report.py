@@ -15,11 +15,11 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
 from syncflow import cli
-from syncflow import instances as inst_svc
-from syncflow.capacity_report import GROWTH_COLUMNS, SAMPLE_COLUMNS
-from syncflow.db import dispose_engines, session_scope
-from syncflow.models import CapacitySample, utcnow
+from syncflow.reports.capacity import GROWTH_COLUMNS, SAMPLE_COLUMNS
 from syncflow.settings import reset_settings
+from syncflow.store import instances as inst_svc
+from syncflow.store.db import dispose_engines, session_scope
+from syncflow.store.models import CapacitySample, utcnow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MiB = 1024 * 1024

@@ -29,23 +29,8 @@ from psycopg import sql
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import make_url
 
-from syncflow import instances as inst_svc
-from syncflow import sessions as book
-from syncflow import sync_state
-from syncflow.account_store import (
-    DiffResult,
-    append_capacity,
-    apply_accounts,
-    apply_settings,
-    capacity_history,
-    list_accounts,
-    store_snapshot,
-)
-from syncflow.db import session_scope
+from syncflow.engine.pipeline import InstanceRun, begin_instance_sync, finish_instance_sync
 from syncflow.errors import AuthError, ConfigError, PermanentSyncError, ProtocolError, TransientSyncError
-from syncflow.models import Account, CapacitySample, Instance, ServerSetting, SyncConfigItem, SyncInstanceRecord
-from syncflow.seq_engine import InstanceRun, begin_instance_sync, finish_instance_sync
-from syncflow.sessions import ItemCounts
 from syncflow.sources.db_connection import (
     DbConnection,
     read_accounts,
@@ -54,6 +39,21 @@ from syncflow.sources.db_connection import (
     read_snapshot,
 )
 from syncflow.sources.db_snapshots import AccountSnapshot, SettingSnapshot, is_sensitive_setting
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as book
+from syncflow.store import sync_state
+from syncflow.store.db import session_scope
+from syncflow.store.models import Account, CapacitySample, Instance, ServerSetting, SyncConfigItem, SyncInstanceRecord
+from syncflow.store.sessions import ItemCounts
+from syncflow.store.snapshots import (
+    DiffResult,
+    append_capacity,
+    apply_accounts,
+    apply_settings,
+    capacity_history,
+    list_accounts,
+    store_snapshot,
+)
 
 PG_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_MYSQL_ADMIN_URL", "mysql://root@127.0.0.1:3306")

@@ -8,12 +8,12 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import Engine, select, update
 
-from syncflow import instances as inst_svc
-from syncflow import sessions as svc
-from syncflow.db import make_engine, session_scope
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
-from syncflow.models import Instance, SyncInstanceRecord, SyncSession, utcnow
-from syncflow.sessions import ItemCounts, RecordSpec
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as svc
+from syncflow.store.db import make_engine, session_scope
+from syncflow.store.models import Instance, SyncInstanceRecord, SyncSession, utcnow
+from syncflow.store.sessions import ItemCounts, RecordSpec
 
 
 def _instances(engine: Engine, n: int, kind: str = "http-seq", prefix: str = "im") -> list[int]:

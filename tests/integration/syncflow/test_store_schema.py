@@ -8,10 +8,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from syncflow import instances as inst_svc
-from syncflow import sessions as svc
-from syncflow.db import session_scope
-from syncflow.models import (
+from syncflow.store import instances as inst_svc
+from syncflow.store import sessions as svc
+from syncflow.store.db import session_scope
+from syncflow.store.models import (
     Base,
     Instance,
     Message,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from syncflow.account_store import DiffResult, account_changes, human_bytes, setting_change
-from syncflow.sessions import ItemCounts
 from syncflow.sources.db_snapshots import AccountSnapshot, SettingSnapshot
+from syncflow.store.sessions import ItemCounts
+from syncflow.store.snapshots import DiffResult, account_changes, human_bytes, setting_change
 
 
 def test_account_changes_attributes_then_memberships_then_privileges() -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from syncflow.sources.mysql_server import parse_grants
+from syncflow.sources.mysql import parse_grants
 
 
 def test_mariadb_lines_drop_the_password_hash_and_limits() -> None:

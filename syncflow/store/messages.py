@@ -19,8 +19,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from syncflow.models import Message, utcnow
-from syncflow.sessions import ItemCounts
+from syncflow.store.models import Message, utcnow
+from syncflow.store.sessions import ItemCounts
 
 # The order of a message row as the source clients hand it over.
 COLUMNS = (

@@ -21,11 +21,11 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from syncflow import cli as base
-from syncflow.db import session_scope
+from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, SyncflowError
-from syncflow.instances import select_instances
-from syncflow.models import Category, InstanceKind, SyncInstanceRecord, SyncSession
+from syncflow.store.db import session_scope
+from syncflow.store.instances import select_instances
+from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord, SyncSession
 
 sync_app = typer.Typer(
     help="Run syncs now (locally; Prefect ephemeral mode unless PREFECT_API_URL is set).", no_args_is_help=True
@@ -221,7 +221,7 @@ def run_with_progress(
         BarColumn(),
         TextColumn("{task.fields[status]:<10} {task.completed:>9,.0f} " + unit + "{task.fields[rate]}"),
         disable=quiet,
-        console=base._console(),
+        console=out.console(),
     )
     bars: dict[int, Any] = {}
     started = time.monotonic()
@@ -250,7 +250,7 @@ def run_with_progress(
             _watch(holder["sid"], stop, show)
 
     thread = threading.Thread(target=watcher, daemon=True)
-    with Live(progress, console=base._console(), refresh_per_second=4, transient=False) if not quiet else _Null():
+    with Live(progress, console=out.console(), refresh_per_second=4, transient=False) if not quiet else _Null():
         thread.start()
         try:
             return asyncio.run(coro_factory())
@@ -260,7 +260,7 @@ def run_with_progress(
             if holder["sid"] is not None:  # the final state, not the last poll
                 _watch_once(holder["sid"], show)
     if not quiet:
-        base._console().print()
+        out.console().print()
 
 
 class _Null:
@@ -278,7 +278,7 @@ RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged"
 
 def _final(ctx: typer.Context, session_id: str) -> int:
     """Print the session's records; exit status 1 when any failed."""
-    from syncflow import sessions as book
+    from syncflow.store import sessions as book
 
     with session_scope() as s:
         row = book.get_session(s, session_id=session_id, with_records=True)
@@ -294,7 +294,7 @@ def _final(ctx: typer.Context, session_id: str) -> int:
                 r["updated"],
                 r["unchanged"],
                 r["deleted"],
-                base._fmt_duration(r["duration_s"]),
+                out.fmt_duration(r["duration_s"]),
                 r["error"],
             ]
             for r in p["records"]
@@ -303,9 +303,9 @@ def _final(ctx: typer.Context, session_id: str) -> int:
             f"session {p['session_id']} ({p['sync_category']}): {p['status']} — "
             f"{p['successful_instances']}/{p['total_instances']} succeeded, {p['failed_instances']} failed"
         )
-        return base._table(title, RecordTable, rows)
+        return out.table(title, RecordTable, rows)
 
-    base._render(ctx, payload, human)
+    out.render(ctx, payload, human)
     return 1 if row.status != "completed" else 0
 
 
@@ -347,7 +347,7 @@ def run_session(
     ``deployment`` as a run of that deployment on the Prefect server (its workers run it):
     the display then follows the session in the store until the run ends."""
     Category.parse(category, what="category")
-    with session_scope(base._checked_engine()) as s:  # fail fast, before Prefect starts
+    with session_scope(out.checked_engine()) as s:  # fail fast, before Prefect starts
         chosen = select_instances(s, category=category, names=instances, tags=tags)
         if not chosen:
             raise ConfigError(
@@ -379,7 +379,7 @@ def run_session(
         with session_scope() as s:
             return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == session_id))
 
-    live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
+    live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
     state = run_with_progress(go, find_session=find, quiet=not live, category=category)
     sid = find()
     if sid is None:
@@ -415,7 +415,7 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
     except Exception as exc:  # connection refused, bad parameters (422), ...
         raise ConfigError(f"could not start a run of {deployment!r} on {api}: {type(exc).__name__}: {exc}") from None
     if not wait:
-        base._render(
+        out.render(
             ctx,
             fired.as_dict(),
             lambda p: (
@@ -424,8 +424,8 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
             ),
         )
         return 0
-    if not (quiet or base._opts(ctx).json):
-        base._console().print(
+    if not (quiet or out.opts(ctx).json):
+        out.console().print(
             f"flow run [bold]{fired.flow_run_name}[/] ({fired.flow_run_id}) of {deployment}: session {fired.session_id}"
         )
 
@@ -443,7 +443,7 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
         with session_scope() as s:
             return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == fired.session_id))
 
-    live = not (quiet or base._opts(ctx).json) and sys.stdout.isatty()
+    live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
     state = run_with_progress(follow, find_session=find, quiet=not live, category=str(params["category"]))
     if find() is None:
         raise ConfigError(
@@ -456,7 +456,7 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
 @sync_app.command("instance")
 def sync_instance_cmd(
     ctx: typer.Context,
-    name: base.InstanceName,
+    name: out.InstanceName,
     category: Annotated[
         str | None,
         typer.Option(
@@ -473,7 +473,7 @@ def sync_instance_cmd(
         int | None, typer.Option("--batch-size", help="Messages per request (default: the block's).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress bar.")] = False,
-    _json: base.JsonFlag = False,
+    _json: out.JsonFlag = False,
 ) -> None:
     """Sync one instance now, with a live progress bar and the final counts.
 
@@ -488,13 +488,13 @@ def sync_instance_cmd(
         opts["to_seq"] = to_seq
     if batch_size is not None:
         opts["batch_size"] = batch_size
-    from syncflow.seq_engine import SyncOptions
+    from syncflow.engine.pipeline import SyncOptions
 
     SyncOptions.parse(opts, instance=name)
     if category is None:
-        from syncflow.instances import get_instance
+        from syncflow.store.instances import get_instance
 
-        with session_scope(base._checked_engine()) as s:
+        with session_scope(out.checked_engine()) as s:
             cats = list(get_instance(s, name=name).categories)
         category = "messages" if "messages" in cats or not cats else cats[0]
     code = run_session(
@@ -539,7 +539,7 @@ def sync_run_cmd(
         typer.Option("--scale-out", help="Each instance sync as its own deployment run (any worker of the pool)."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
-    _json: base.JsonFlag = False,
+    _json: out.JsonFlag = False,
 ) -> None:
     """Run a session over several instances now (exit status 1 when any instance failed).
 
@@ -563,22 +563,3 @@ def sync_run_cmd(
         scale_out=scale_out,
     )
     raise typer.Exit(code)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(sync_app, name="sync")
-    from syncflow.cli_report import report_app
-
-    app.add_typer(report_app, name="report")
-    from syncflow.demo import demo
-
-    app.command("demo")(demo)
-    from syncflow.cli_sessions import register as register_session_commands
-
-    register_session_commands(app)
-    from syncflow.cli_deploy import register as register_deploy_commands
-
-    register_deploy_commands(app)
-    from syncflow.cli_serve import register as register_serve_commands
-
-    register_serve_commands(app)

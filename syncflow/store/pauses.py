@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from syncflow.models import (
+from syncflow.store.models import (
     Category,
     CategoryPause,
     RecordStatus,

@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the connection handed over by syncflow.migrations."""
+"""Alembic environment: runs on the connection handed over by syncflow.store.migrations."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from syncflow.models import Base
+from syncflow.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from syncflow.errors import LockedError, SyncflowError
-from syncflow.models import Category, ItemStatus, SyncConfigItem, utcnow
+from syncflow.store.models import Category, ItemStatus, SyncConfigItem, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class LeaseKeeper:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from syncflow.db import session_scope
+        from syncflow.store.db import session_scope
 
         while not self._stop.wait(self._interval):
             try:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
-from syncflow.models import (
+from syncflow.store.models import (
     FINISHED_SESSION_STATUSES,
     TERMINAL_RECORD_STATUSES,
     Category,
@@ -205,7 +205,7 @@ def open_session(
     """Create a session and its records in one go: the instances named, else those with any of
     ``tags``, else every enabled instance supporting the category. ``priorities`` and
     ``options`` are keyed by instance name (unknown names are an error)."""
-    from syncflow.instances import select_instances
+    from syncflow.store.instances import select_instances
 
     chosen = select_instances(session, category=sync_category, names=instances, tags=tags)
     names = {i.name for i in chosen}
@@ -531,7 +531,7 @@ def category_busy(session: Session, *, category: str, lease_seconds: float, now:
     """Whether a sync of ``category`` is alive anywhere: a lease that has not run out, or an
     open record (pending/running) of a running session touched within ``lease_seconds``
     (a session that just opened and waits for its first slot)."""
-    from syncflow.models import SyncConfigItem
+    from syncflow.store.models import SyncConfigItem
 
     now = now or utcnow()
     cat = Category.parse(category, what="category").value
@@ -578,10 +578,10 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
     failed with "worker lost: ..."; its session finishes through the normal recount. A
     ``pending`` record waits for a slot (or a paused category) while its parent lives: it is
     only swept when the session's heartbeat (:func:`touch_session`) is as old too. Leases
-    that ran out are released (:func:`syncflow.sync_state.release_expired`).
+    that ran out are released (:func:`syncflow.store.sync_state.release_expired`).
     """
-    from syncflow import sync_state
-    from syncflow.models import SyncConfigItem
+    from syncflow.store import sync_state
+    from syncflow.store.models import SyncConfigItem
 
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=older_than_seconds)

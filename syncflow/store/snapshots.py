@@ -1,7 +1,7 @@
 """Database-instance snapshots in the store: accounts, server settings, capacity samples.
 
 Accounts and settings are full snapshots diffed against what is stored for the instance
-(like :mod:`syncflow.metadata_store`): new ones are created, changed ones updated, ones the
+(like :mod:`syncflow.store.conversations`): new ones are created, changed ones updated, ones the
 server no longer lists are marked deleted (kept, with ``deleted_at``), a deleted one that
 comes back is restored (counted as updated), the rest counted unchanged. Every diff also
 says, in words, what changed::
@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from syncflow import sessions as book
-from syncflow import sync_state
-from syncflow.db import get_engine, session_scope
 from syncflow.errors import ConfigError, ProtocolError
-from syncflow.models import Account, CapacitySample, Category, ServerSetting, utcnow
-from syncflow.sessions import ItemCounts
 from syncflow.sources.db_snapshots import AccountSnapshot, DatabaseSize, SettingSnapshot
+from syncflow.store import sessions as book
+from syncflow.store import sync_state
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.models import Account, CapacitySample, Category, ServerSetting, utcnow
+from syncflow.store.sessions import ItemCounts
 
 if TYPE_CHECKING:
-    from syncflow.seq_engine import InstanceRun
+    from syncflow.engine.pipeline import InstanceRun
 
 __all__ = [
     "DETAILS_LIMIT",

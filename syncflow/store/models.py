@@ -1,7 +1,7 @@
 """The sync store: SQLAlchemy 2 declarative models.
 
 The schema is created and changed only by the Alembic migrations in
-``syncflow/migrations`` (``syncflow db upgrade``); these classes must stay in step with them
+``syncflow/store/migrations`` (``syncflow db upgrade``); these classes must stay in step with them
 (``tests/integration/test_migrations.py`` compares the two).
 
 Times are stored as naive UTC and read back as aware UTC (:class:`UTCDateTime`).

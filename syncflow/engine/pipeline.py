@@ -20,13 +20,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from syncflow import message_store, sync_state
-from syncflow import sessions as book
-from syncflow.db import get_engine, session_scope
 from syncflow.errors import ConfigError, IllegalTransitionError, LockedError
-from syncflow.message_store import MessageRow, apply_message_batch
-from syncflow.metadata_store import ConversationRow, apply_conversations
-from syncflow.models import (
+from syncflow.sources.http_seq import Page
+from syncflow.store import messages as message_store
+from syncflow.store import sessions as book
+from syncflow.store import sync_state
+from syncflow.store.conversations import ConversationRow, apply_conversations
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.messages import MessageRow, apply_message_batch
+from syncflow.store.models import (
     Instance,
     ItemStatus,
     RecordStatus,
@@ -34,8 +36,7 @@ from syncflow.models import (
     SyncInstanceRecord,
     SyncSession,
 )
-from syncflow.sessions import ItemCounts
-from syncflow.sources.seq_http import Page
+from syncflow.store.sessions import ItemCounts
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.errors import AlreadyExistsError, ConfigError, NotFoundError
-from syncflow.models import DEFAULT_CATEGORIES, Category, Instance, InstanceKind
+from syncflow.store.models import DEFAULT_CATEGORIES, Category, Instance, InstanceKind
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:

@@ -21,7 +21,7 @@ answering or in the middle of a body. Generated messages are not kept in memory:
 a pure function of (seed, seq) formatted straight into JSON bytes when a page is served, so a
 1M-message store costs only its seq array (8 MB).
 
-``python -m syncflow.seqserver --port 8765 --messages 10000 --token demo-token`` runs one in
+``python -m syncflow.testing.seqserver --port 8765 --messages 10000 --token demo-token`` runs one in
 the foreground until SIGINT/SIGTERM.
 """
 
@@ -931,7 +931,7 @@ class _HttpProtocol(asyncio.Protocol):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a seq server in the foreground until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m syncflow.seqserver", description="Run a reference seq-protocol server."
+        prog="python -m syncflow.testing.seqserver", description="Run a reference seq-protocol server."
     )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--messages", type=int, default=10_000, help="generated messages")

@@ -1,7 +1,7 @@
 """``syncflow report capacity``: growth of every database over a window, from the capacity samples.
 
 The samples are what ``capacity`` syncs appended (one row per instance, database and session,
-``capacity_samples``); :mod:`syncflow.capacity_report` turns them (pandas) into one line per
+``capacity_samples``); :mod:`syncflow.reports.capacity` turns them (pandas) into one line per
 (instance, database): first and last size in the window, the change in bytes and percent,
 bytes per day and the number of samples. Output: a table (or ``--json``), ``--csv FILE`` (that table, raw numbers),
 ``--samples-csv FILE`` (every sample) and ``--png FILE`` (a line chart of the size of each
@@ -24,10 +24,10 @@ from rich.text import Text
 # also work when this module is the one imported first.
 report_app = typer.Typer(help="Reports over what the syncs stored.", no_args_is_help=True)
 
-from syncflow import cli as base  # noqa: E402
-from syncflow.account_store import human_bytes  # noqa: E402
-from syncflow.capacity_report import growth, growth_records, load_samples, write_csv, write_png  # noqa: E402
-from syncflow.models import utcnow  # noqa: E402
+from syncflow.cli import _output as out  # noqa: E402
+from syncflow.reports.capacity import growth, growth_records, load_samples, write_csv, write_png  # noqa: E402
+from syncflow.store.models import utcnow  # noqa: E402
+from syncflow.store.snapshots import human_bytes  # noqa: E402
 
 DEFAULT_SINCE: Final = "30d"
 
@@ -59,7 +59,7 @@ def report_capacity(
     ] = None,
     since: Annotated[
         dt.datetime | None,
-        typer.Option("--since", metavar="AGE|DATE", parser=base._parse_since, help=_SINCE_HELP, show_default=False),
+        typer.Option("--since", metavar="AGE|DATE", parser=out.parse_since, help=_SINCE_HELP, show_default=False),
     ] = None,
     csv: Annotated[
         Path | None,
@@ -73,15 +73,15 @@ def report_capacity(
         Path | None,
         typer.Option("--png", metavar="FILE", help="Also draw the sizes over time as a PNG chart.", show_default=False),
     ] = None,
-    _json: base.JsonFlag = False,
+    _json: out.JsonFlag = False,
 ) -> None:
     """Growth of each database over a window (default the last 30 days), from the capacity samples.
 
     One row per (instance, database): first and last size, delta, % growth, bytes per day, samples.
     Instances and databases without samples in the window are not listed.
     """
-    start = since if since is not None else base._parse_since(DEFAULT_SINCE)
-    with base._store() as session:
+    start = since if since is not None else out.parse_since(DEFAULT_SINCE)
+    with out.store() as session:
         samples = load_samples(session, instances=instance or [], databases=database or [], since=start)
     table = growth(samples)
     rows = growth_records(table)
@@ -94,19 +94,19 @@ def report_capacity(
         files["samples_csv"] = str(samples_csv)
     if png is not None:
         if samples.empty:
-            base._warn(f"no capacity samples since {base._fmt_time(start)} UTC: {png} not written")
+            out.warn(f"no capacity samples since {out.fmt_time(start)} UTC: {png} not written")
         else:
-            write_png(samples, png, title=f"Database size since {base._fmt_time(start)} UTC")
+            write_png(samples, png, title=f"Database size since {out.fmt_time(start)} UTC")
             files["png"] = str(png)
     payload = {"since": start, "until": utcnow(), "samples": len(samples), "rows": rows, "files": files}
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
-        scope = f"since {base._fmt_time(p['since'])} UTC"
+        scope = f"since {out.fmt_time(p['since'])} UTC"
         if not p["rows"]:
-            out: list[RenderableType] = [Text(f"no capacity samples {scope}")]
+            parts: list[RenderableType] = [Text(f"no capacity samples {scope}")]
         else:
-            out = [
-                base._table(
+            parts = [
+                out.table(
                     f"capacity growth {scope}: {len(p['rows'])} database(s), {p['samples']} sample(s)",
                     [
                         "INSTANCE",
@@ -124,8 +124,8 @@ def report_capacity(
                         [
                             r["instance"],
                             r["database"],
-                            base._fmt_time(r["first_at"]),
-                            base._fmt_time(r["last_at"]),
+                            out.fmt_time(r["first_at"]),
+                            out.fmt_time(r["last_at"]),
                             human_bytes(r["first_bytes"]),
                             human_bytes(r["last_bytes"]),
                             _signed(r["delta_bytes"]),
@@ -139,10 +139,10 @@ def report_capacity(
             ]
         wrote = [f"wrote {what.replace('_', ' ')}: {path}" for what, path in p["files"].items() if path]
         if wrote:
-            out.append(Text("\n".join(wrote)))
-        return out
+            parts.append(Text("\n".join(wrote)))
+        return parts
 
-    base._render(ctx, payload, human)
+    out.render(ctx, payload, human)
 
 
 __all__ = ["report_app"]

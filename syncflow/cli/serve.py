@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from syncflow import cli as base
+from syncflow.cli import _output as out
 
 api_app = typer.Typer(help="The console's HTTP API: token helpers.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def serve_cmd(
     from syncflow.api import ApiSettings, create_app
 
     app = create_app(ApiSettings())
-    base._checked_engine()  # fail fast on an unreachable or unmigrated store
+    out.checked_engine()  # fail fast on an unreachable or unmigrated store
     uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False)
 
 
@@ -51,8 +51,3 @@ def hash_token_cmd(
     else:
         token = sys.stdin.readline().strip()
     typer.echo(hash_token(token))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
-    app.add_typer(api_app, name="api")

@@ -17,13 +17,13 @@ from typing import Annotated
 
 import typer
 
-from syncflow import cli as base
-from syncflow import instances as inst_svc
-from syncflow.cli_sync import run_session, save_seq_block
-from syncflow.db import get_engine, session_scope
+from syncflow.cli import _output as out
+from syncflow.cli.sync import run_session, save_seq_block
 from syncflow.errors import NotFoundError
-from syncflow.migrations import upgrade
-from syncflow.seqserver import SeqServer
+from syncflow.store import instances as inst_svc
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.migrations import upgrade
+from syncflow.testing.seqserver import SeqServer
 
 LATENCY = 0.25  # seconds per request: a remote server's round trip, so instance syncs overlap visibly
 
@@ -56,8 +56,8 @@ def _show_concurrency() -> None:
     """How many instance syncs of the latest session of each category ran at once."""
     from sqlalchemy import select
 
-    from syncflow.models import SyncInstanceRecord, SyncSession
-    from syncflow.sessions import max_overlap
+    from syncflow.store.models import SyncInstanceRecord, SyncSession
+    from syncflow.store.sessions import max_overlap
 
     with session_scope() as s:
         latest = {}
@@ -101,7 +101,7 @@ def demo(
     os.environ.setdefault(TOKEN_ENV, "demo-token")
     token = os.environ[TOKEN_ENV]
     upgrade(get_engine())
-    typer.echo(f"store: {base._safe_url(base._store_url())}")
+    typer.echo(f"store: {out.safe_url(out.store_url())}")
     sizes = [messages, max(messages * 3 // 5, 1), max(messages * 2 // 5, 1)]
     servers = {
         f"demo-im-{i + 1}": SeqServer(messages=n, conversations=4 + i, token=token, seed=i + 1)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from syncflow import cli as base
+from syncflow.cli import _output as out
 from syncflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ PREFECT_YAML = REPO / "prefect.yaml"
 
 
 def _parse_limits(items: list[str] | None) -> dict[str, int]:
-    from syncflow.models import Category
+    from syncflow.store.models import Category
 
     out: dict[str, int] = {}
     for item in items or []:
@@ -49,7 +49,7 @@ def setup_cmd(
     reset_limits: Annotated[
         bool, typer.Option("--reset-limits", help="Set existing limits to the defaults / --limit values too.")
     ] = False,
-    _json: base.JsonFlag = False,
+    _json: out.JsonFlag = False,
 ) -> None:
     """Bootstrap the Prefect server in PREFECT_API_URL for syncflow's deployments (idempotent).
 
@@ -84,9 +84,9 @@ def setup_cmd(
             for c, n in p["limits"].items()
         ]
         pool = f"work pool {p['work_pool']!r}: {'created' if p['work_pool_created'] else 'exists'}"
-        return base._table(pool, ["concurrency limit", "slots", ""], rows)
+        return out.table(pool, ["concurrency limit", "slots", ""], rows)
 
-    base._render(ctx, payload, human)
+    out.render(ctx, payload, human)
 
 
 def load_deployments(path: Path = PREFECT_YAML, *, schedules: bool = True) -> list[Any]:
@@ -173,8 +173,3 @@ def runner_cmd(
         + ", ".join(f"{d.flow_name}/{d.name}" for d in deps)
     )
     serve(*deps, limit=limit, pause_on_shutdown=False, print_starting_message=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("setup")(setup_cmd)
-    app.command("runner")(runner_cmd)

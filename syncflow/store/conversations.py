@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.errors import ProtocolError
-from syncflow.models import Conversation, utcnow
-from syncflow.sessions import ItemCounts
+from syncflow.store.models import Conversation, utcnow
+from syncflow.store.sessions import ItemCounts
 
 FIELDS = ("title", "type", "avatar_url")
 

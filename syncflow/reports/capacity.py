@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.orm import Session
 
-from syncflow import instances as instance_svc
-from syncflow.account_store import capacity_history
+from syncflow.store import instances as instance_svc
+from syncflow.store.snapshots import capacity_history
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,309 @@
+"""Session control commands: ``syncflow sessions cancel``, ``sessions retry-failed``, ``sweep``.
+
+Like ``cli_sync``, these reach Prefect only lazily inside the commands (``import syncflow``
+stays Prefect-free).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from typing import Annotated, Any
+
+import typer
+from rich.console import RenderableType
+from rich.text import Text
+from sqlalchemy import select
+
+from syncflow.cli import _output as out
+from syncflow.errors import ConfigError, IllegalTransitionError
+from syncflow.settings import get_settings
+from syncflow.store import sessions as book
+from syncflow.store import sessions as session_svc
+from syncflow.store.db import session_scope
+from syncflow.store.models import RecordStatus, SessionStatus, SyncSession, SyncType
+
+sessions_app = typer.Typer(
+    help="Inspect, cancel and retry sync sessions and their per-instance records.", no_args_is_help=True
+)
+
+
+@sessions_app.command("list")
+def sessions_list(
+    ctx: typer.Context,
+    sync_type: Annotated[
+        str | None,
+        typer.Option("--type", help=f"Only this sync type ({', '.join(SyncType.values())}).", show_default=False),
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option("--category", help=f"Only this category ({out.CATEGORIES}).", show_default=False)
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"Only this status ({', '.join(SessionStatus.values())}).", show_default=False),
+    ] = None,
+    since: out.SinceOpt = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many sessions (1-1000).")] = 50,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many (paging).")] = 0,
+    _json: out.JsonFlag = False,
+) -> None:
+    """List sessions, newest first, with a "N of TOTAL" footer."""
+    with out.store() as session:
+        page = session_svc.list_sessions(
+            session, sync_type=sync_type, sync_category=category, status=status, since=since, limit=limit, offset=offset
+        )
+        payload = {
+            "items": [out.session_payload(s) for s in page.items],
+            "total": page.total,
+            "limit": page.limit,
+            "offset": page.offset,
+        }
+
+    def human(p: dict[str, Any]) -> list[RenderableType]:
+        table = out.table(
+            None,
+            ["SESSION ID", "TYPE", "CATEGORY", "STATUS", "STARTED (UTC)", "DURATION", "OK/FAILED/TOTAL", "BY"],
+            [
+                [
+                    s["session_id"],
+                    s["sync_type"],
+                    s["sync_category"],
+                    s["status"],
+                    out.fmt_time(s["started_at"]),
+                    out.fmt_duration(s["duration_seconds"]),
+                    f"{s['successful_instances']}/{s['failed_instances']}/{s['total_instances']}",
+                    s["created_by"],
+                ]
+                for s in p["items"]
+            ],
+        )
+        footer = Text(_page_footer(len(p["items"]), p["total"], p["offset"]))
+        return [table, footer] if p["items"] else [footer]
+
+    out.render(ctx, payload, human)
+
+
+def _page_footer(shown: int, total: int, offset: int) -> str:
+    if not shown:
+        return f"0 of {total} session(s)"
+    footer = f"{shown} of {total} session(s) (rows {offset + 1}-{offset + shown})"
+    if offset + shown < total:
+        footer += f"; next page: --offset {offset + shown}"
+    return footer
+
+
+@sessions_app.command("show")
+def sessions_show(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.", show_default=False)],
+    _json: out.JsonFlag = False,
+) -> None:
+    """Show a session and the record of each of its instances."""
+    with out.store() as session:
+        row = session_svc.get_session(session, session_id=session_id, with_records=True)
+        payload = out.session_payload(row) | {"records": [out.record_payload(r) for r in row.records]}
+
+    def human(p: dict[str, Any]) -> list[RenderableType]:
+        fields = out.fields(
+            f"session {p['session_id']}",
+            [
+                ("type", p["sync_type"]),
+                ("category", p["sync_category"]),
+                ("status", p["status"]),
+                ("started (UTC)", out.fmt_time(p["started_at"])),
+                ("completed (UTC)", out.fmt_time(p["completed_at"])),
+                ("duration", out.fmt_duration(p["duration_seconds"])),
+                (
+                    "instances",
+                    f"{p['total_instances']} ({p['successful_instances']} ok, {p['failed_instances']} failed)",
+                ),
+                ("created by", p["created_by"]),
+                ("flow run", p["flow_run_id"]),
+                ("retry of", p["retry_of"]),
+                ("error", p["error_message"]),
+            ],
+        )
+        records = out.table(
+            "instance records",
+            [
+                "INSTANCE",
+                "STATUS",
+                "STARTED (UTC)",
+                "DURATION",
+                "SYNCED",
+                "CREATED",
+                "UPDATED",
+                "UNCHANGED",
+                "DELETED",
+                "ERROR",
+            ],
+            [
+                [
+                    r["instance"],
+                    r["status"],
+                    out.fmt_time(r["started_at"]),
+                    out.fmt_duration(r["duration_seconds"]),
+                    r["items_synced"],
+                    r["items_created"],
+                    r["items_updated"],
+                    r["items_unchanged"],
+                    r["items_deleted"],
+                    r["error_message"],
+                ]
+                for r in p["records"]
+            ],
+        )
+        return [fields, records] if p["records"] else [fields, Text("no instance records")]
+
+    out.render(ctx, payload, human)
+
+
+SessionIdArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.", show_default=False)]
+
+
+async def _cancel_run(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        if run.state is not None and run.state.is_final():
+            return f"flow run {flow_run_id} already {run.state.type.value.lower()}"
+        if run.state is not None and run.state.type == StateType.CANCELLING:
+            return f"flow run {flow_run_id} already cancelling"
+        result = await client.set_flow_run_state(
+            flow_run_id, Cancelling(message="cancelled by syncflow sessions cancel")
+        )
+        return f"flow run {flow_run_id}: {result.status.value.lower()} -> cancelling"
+
+
+def cancel_flow_run(flow_run_id: str, *, timeout: float = 30.0) -> str:
+    """Best effort: move the parent run to Cancelling (Prefect API of PREFECT_API_URL, or the
+    ephemeral server on Prefect's local database). Returns what happened, in words."""
+    try:
+        return asyncio.run(asyncio.wait_for(_cancel_run(flow_run_id), timeout))
+    except Exception as exc:  # Prefect unreachable, unknown run, ...
+        return f"flow run {flow_run_id} not cancelled in Prefect ({type(exc).__name__}: {out.one_line(str(exc))})"
+
+
+def cancel_everywhere(session_id: str, *, reason: str | None = None, prefect: bool = True) -> dict[str, Any]:
+    """Cancel the session in the store (running syncs stop at their next batch boundary,
+    committed batches stay) and, when it has a parent flow run, cancel that run too."""
+    with session_scope(out.checked_engine()) as s:
+        row = book.cancel_session(s, session_id=session_id, reason=reason or "cancelled by syncflow sessions cancel")
+        flow_run_id = row.flow_run_id
+        records = {r.instance_name: r.status for r in book.records_in_order(s, session_id=session_id)}
+    prefect_msg = None
+    if prefect and flow_run_id:
+        from syncflow.cli.sync import _quiet_prefect
+
+        _quiet_prefect()
+        prefect_msg = cancel_flow_run(flow_run_id)
+    return {
+        "session_id": session_id,
+        "status": SessionStatus.CANCELLED.value,
+        "flow_run_id": flow_run_id,
+        "prefect": prefect_msg,
+        "records": records,
+    }
+
+
+@sessions_app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context,
+    session_id: SessionIdArg,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="Only mark it cancelled in the store; leave the Prefect run.")
+    ] = False,
+    _json: out.JsonFlag = False,
+) -> None:
+    """Cancel a running session: its instance syncs stop at their next batch boundary, keeping
+    every committed batch; the parent Prefect flow run (if any) is moved to Cancelling."""
+    payload = cancel_everywhere(session_id, prefect=not no_prefect)
+
+    def human(p: dict[str, Any]) -> str:
+        lines = [f"session {p['session_id']} cancelled ({len(p['records'])} record(s))"]
+        if p["prefect"]:
+            lines.append(p["prefect"])
+        elif not p["flow_run_id"]:
+            lines.append("no parent flow run recorded: store only")
+        return "\n".join(lines)
+
+    out.render(ctx, payload, human)
+
+
+@sessions_app.command("retry-failed")
+def retry_failed_cmd(
+    ctx: typer.Context,
+    session_id: SessionIdArg,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress display.")] = False,
+    _json: out.JsonFlag = False,
+) -> None:
+    """Run a new session now over only the failed instances of SESSION_ID (linked by retry_of).
+
+    SESSION_ID's statistics stay as they are. Exit status 1 when any instance failed again.
+    """
+    from syncflow.cli import sync as cli_sync
+
+    with session_scope(out.checked_engine()) as s:  # fail fast, before Prefect starts
+        old = book.get_session(s, session_id=session_id, with_records=True)
+        if old.status == SessionStatus.RUNNING:
+            raise IllegalTransitionError(f"session {session_id} is still running")
+        if not any(r.status == RecordStatus.FAILED for r in old.records):
+            raise ConfigError(f"session {session_id} has no failed instance to retry")
+        category = old.sync_category
+    cli_sync._quiet_prefect()
+    from flows.session_sync import sync_session
+
+    new_id = str(uuid.uuid4())
+
+    async def go() -> Any:
+        return await sync_session(
+            retry_of=session_id, created_by=cli_sync._creator(), session_id=new_id, return_state=True
+        )
+
+    def find() -> str | None:
+        with session_scope() as s:
+            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == new_id))
+
+    live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
+    state = cli_sync.run_with_progress(go, find_session=find, quiet=not live, category=category)
+    if find() is None:
+        message = getattr(state, "message", None) or "the retry session did not start"
+        try:
+            state.result()
+        except Exception as exc:
+            message = str(exc)
+        raise ConfigError(message)
+    raise typer.Exit(cli_sync._final(ctx, new_id))
+
+
+def sweep_cmd(
+    ctx: typer.Context,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="SECONDS",
+            min=0,
+            help="Only records not updated for this long (default: the lease, SYNCFLOW_LOCK_LEASE_SECONDS).",
+            show_default=False,
+        ),
+    ] = None,
+    _json: out.JsonFlag = False,
+) -> None:
+    """Repair what crashed workers left: fail open records of running sessions whose lease ran out
+    ("worker lost"), finish their sessions, release expired leases."""
+    seconds = older_than if older_than is not None else float(get_settings().lock_lease_seconds)
+    with session_scope(out.checked_engine()) as s:
+        payload = book.sweep(s, older_than_seconds=seconds).as_dict()
+    out.render(
+        ctx,
+        payload,
+        lambda p: (
+            f"swept {len(p['records_failed'])} record(s) (worker lost), finished {len(p['sessions_finished'])} "
+            f"session(s), released {p['leases_released']} expired lease(s)"
+        ),
+    )
