@@ -68,7 +68,8 @@ def instrument_prefect_api(spans: probe.Spans, calls: Counter[str]) -> None:
 
 def instrument(spans: probe.Spans) -> None:
     """Record the engine's steps as spans (module attributes, looked up at call time)."""
-    from syncflow.engine import pipeline as seq_engine
+    import syncflow.engine as engine
+    from syncflow.engine import incremental
     from syncflow.sources import http_seq as seq_http
 
     client = seq_http.SeqHttpClient
@@ -76,10 +77,10 @@ def instrument(spans: probe.Spans) -> None:
     client._send = spans.wrap("http", client._send)  # type: ignore[method-assign]
     seq_http.decode_page = spans.wrap("decode", seq_http.decode_page)
     seq_http.validate_page = spans.wrap("validate", seq_http.validate_page)
-    seq_engine.apply_batch = spans.wrap(probe.STORE, seq_engine.apply_batch)
-    seq_engine.apply_message_batch = spans.wrap("upsert", seq_engine.apply_message_batch)
-    seq_engine.begin_instance_sync = spans.wrap("begin", seq_engine.begin_instance_sync)
-    seq_engine.finish_instance_sync = spans.wrap("finish", seq_engine.finish_instance_sync)
+    incremental.apply_batch = spans.wrap(probe.STORE, incremental.apply_batch)
+    incremental.apply_message_batch = spans.wrap("upsert", incremental.apply_message_batch)
+    engine.begin_instance_sync = spans.wrap("begin", engine.begin_instance_sync)  # type: ignore[attr-defined]
+    engine.finish_instance_sync = spans.wrap("finish", engine.finish_instance_sync)  # type: ignore[attr-defined]
 
 
 def _before(spans: probe.Spans, kind: str) -> float | None:

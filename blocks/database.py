@@ -14,8 +14,8 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.seq_http import RetryPolicy
-from syncflow.sources.db_connection import DbConnection
+from syncflow.sources.base import ReadPolicy
+from syncflow.sources.db_connection import DatabaseSource, DbConnection
 
 
 class DatabaseInstance(Block):
@@ -80,11 +80,14 @@ class DatabaseInstance(Block):
         db = f"/{self.database}" if self.database else ""
         return f"{self.kind} {conn.address}{db} as user {self.user!r}"
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
+    def read_policy(self) -> ReadPolicy:
+        return ReadPolicy(
             max_retries=self.max_retries,
             base_delay=self.base_delay,
             backoff_multiplier=self.backoff_multiplier,
             max_delay=self.max_delay,
             jitter=self.jitter,
         )
+
+    def open_source(self, instance: str) -> DatabaseSource:
+        return DatabaseSource(self.connection(), top_tables=self.top_tables)

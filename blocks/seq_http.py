@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import random
-
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-
-class RetryPolicy(Block):
-    """Per-service retry policy (the shape of the sync-queue-retry seed's config)."""
-
-    _block_type_slug = "syncflow-retry-policy"
-
-    max_retries: int = Field(default=3, ge=0, le=20, description="Retries after the first attempt.")
-    base_delay: float = Field(default=1.0, ge=0, description="Seconds before the first retry.")
-    backoff_multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
-    max_delay: float = Field(default=60.0, ge=0, description="No wait is longer than this (Retry-After included).")
-    jitter: float = Field(default=0.5, ge=0, le=1, description="Random spread, as a fraction of the delay.")
-
-    def delays(self) -> list[float]:
-        """The wait before each retry, without jitter (Prefect adds it)."""
-        return [min(self.base_delay * self.backoff_multiplier**i, self.max_delay) for i in range(self.max_retries)]
-
-    def jittered(self, delay: float) -> float:
-        return max(0.0, delay * (1 + random.uniform(-self.jitter, self.jitter)))
+from syncflow.sources.base import ReadPolicy
+from syncflow.sources.http_seq import SeqHttpClient
 
 
 class SeqHttpInstance(Block):
@@ -51,11 +33,18 @@ class SeqHttpInstance(Block):
         self.base_url = self.base_url.rstrip("/")
         return self
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
+    def read_policy(self) -> ReadPolicy:
+        return ReadPolicy(
+            batch_size=self.batch_size,
             max_retries=self.max_retries,
             base_delay=self.base_delay,
             backoff_multiplier=self.backoff_multiplier,
             max_delay=self.max_delay,
             jitter=self.jitter,
         )
+
+    def open_source(self, instance: str) -> SeqHttpClient:
+        return SeqHttpClient(self.base_url, self.token, timeout=self.timeout, instance=instance)
+
+    def describe(self) -> str:
+        return f"http-seq {self.base_url}"

@@ -1,34 +1,31 @@
-"""The per-instance subflow: one (session record, instance, category) sync.
+"""The per-instance subflow: one (session record, instance, category) sync, for every kind.
 
-Orchestration only: begin (record running, single-flight lease) -> chunks of batches until
-the source says hasMore=false -> finish (counts, details, lease released). Each chunk is one
-Prefect task run (retried with the block's backoff, resuming at the committed cursor) that
-fetches and stores up to SYNCFLOW_BATCHES_PER_TASK pages, one transaction per page, fetching
-the next page while the current one is stored: a task run per page would cost more in
-Prefect bookkeeping than the page itself.
+Orchestration only: begin (record running, single-flight lease) -> read -> store -> finish.
+An incremental category (messages) is read in chunks of pages until the source says there is
+no more, each chunk one Prefect task run (retried with the block's backoff, resuming at the
+committed cursor) that stores up to SYNCFLOW_BATCHES_PER_TASK pages, one transaction each; a
+snapshot category (metadata, account, capacity, config) is read whole (retried the same way)
+and stored in one transaction. The steps are in ``syncflow.engine``, the tasks in ``tasks/sync.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.runtime import flow_run as flow_run_runtime
 
-from syncflow.engine.pipeline import BatchClock, InstanceRun, Skipped
-from syncflow.errors import SyncflowError
+from syncflow.engine import BatchClock, InstanceRun, Skipped
+from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
-from syncflow.store.db import get_engine
-from syncflow.store.models import Category
-from syncflow.store.sync_state import LeaseKeeper, LeaseLostError
-from tasks import seq as t
+from tasks import sync as t
 
 
 class SyncCancelled(Exception):
-    """The session was cancelled: stop at this batch boundary, keep what is committed."""
+    """The session was cancelled: stop at this boundary, keep what is committed."""
 
 
 def _run_name() -> str:
@@ -51,80 +48,78 @@ async def sync_instance(
     logger = get_run_logger()
     flow_run_id = flow_run_runtime.id
     owner = f"run:{flow_run_id or uuid.uuid4()}"
-    lease = get_settings().lock_lease_seconds
-    run = await t.begin_sync(record_id, owner, lease, flow_run_id, options)
+    run = await t.begin_sync(record_id, owner, get_settings().lock_lease_seconds, flow_run_id, options)
     if isinstance(run, Skipped):
         logger.warning("skipped: %s", run.reason)
         return {"status": "skipped", "reason": run.reason}
     clock = BatchClock(run.start_seq)
-    keeper = LeaseKeeper(
-        get_engine(), instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease
-    )
+    details: dict[str, Any] = {}
     try:
-        with keeper:
-            if run.category == Category.METADATA:
-                conn = await t.describe_connection(run.block_name, run.instance_name)
-                fetch_conversations = t.fetch_conversations.with_options(**_retry_options(conn))
-                conversations = await fetch_conversations(run.block_name, run.instance_name, conn.max_delay)
-                counts = await t.apply_metadata(run, conversations)
-                details: dict[str, Any] = {"conversations": counts.synced}
-            else:
-                await _sync_messages(run, clock, keeper)
-                details = clock.details()
+        plan = await t.plan_read(run)
+        if run.incremental:
+            await _read_incrementally(run, plan, clock)
+            details = clock.details()
+        else:
+            details = await _read_snapshot(run, plan, details)
     except (SyncCancelled, asyncio.CancelledError) as exc:
         reason = str(exc) or "cancelled"
         logger.warning("%s: stopped at a batch boundary: %s", run.instance_name, reason)
-        details = clock.details(complete=False)
+        details = clock.details(complete=False) if run.incremental else details
         status = await t.finish_sync(run, "cancelled", details, reason)
         return {"status": status, "details": details}
     except Exception as exc:
-        error = _describe(run, exc)
+        error = _describe(run, exc, details.get("attempts"))
         logger.error("%s", error)
-        await t.finish_sync(run, "failed", clock.details(complete=False), error)
+        await t.finish_sync(run, "failed", clock.details(complete=False) if run.incremental else details, error)
         raise
     status = await t.finish_sync(run, "completed", details, None)
-    logger.info("%s: %s %s", run.instance_name, status, details)
+    logger.info("%s: %s", run.instance_name, status)
     return {"status": status, "details": details}
 
 
-async def _sync_messages(run: InstanceRun, clock: BatchClock, keeper: LeaseKeeper) -> None:
-    conn = await t.describe_connection(run.block_name, run.instance_name)
-    count = run.opts.batch_size or conn.batch_size
-    chunk = t.sync_batches.with_options(**_retry_options(conn))
+async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchClock) -> None:
+    chunk = t.sync_batches.with_options(**plan.retry_options())
     per_task = get_settings().batches_per_task
-    progress_id = None
+    artifact = None
     done = 0
     while True:
-        out = await chunk(run, count, per_task, conn.max_delay)
+        out = await chunk(run, plan.batch_size, per_task, plan.max_delay)
         result = out.result
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
-        if result.has_more and progress_id is None:  # only runs longer than one task get a bar
-            progress_id = await acreate_progress_artifact(
-                progress=0.0, description=f"{run.category} of {run.instance_name}: messages stored / to fetch"
-            )
-        if progress_id is not None:
-            total = done + (result.remaining or 0)
-            await aupdate_progress_artifact(progress_id, progress=100.0 * done / total if total else 100.0)
+        if result.has_more or artifact is not None:  # only syncs longer than one chunk get a bar
+            artifact = await t.show_progress(artifact, run=run, done=done, remaining=result.remaining)
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
-        if keeper.lost.is_set():
-            raise LeaseLostError(f"{run.instance_name}: lost the single-flight lease")
         if not result.has_more:
-            break
+            return
 
 
-def _retry_options(conn: t.ConnectionInfo) -> dict[str, Any]:
-    """Task options for a fetch: retries per the instance block's policy."""
-    return {
-        "retries": len(conn.retry_delays),
-        "retry_delay_seconds": conn.retry_delays or 0,
-        "retry_jitter_factor": conn.jitter or None,
-    }
+async def _read_snapshot(run: InstanceRun, plan: t.ReadPlan, details: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    details["server"] = plan.source
+    read = t.read_snapshot.with_options(**plan.retry_options())
+    try:
+        snapshot = await read(run, plan.max_delay)
+    except Exception as exc:  # retries spent (or none allowed): how many times it ran
+        attempts = getattr(exc, "attempts", 1)
+        details.update(attempts=attempts, retries=attempts - 1, duration_s=round(time.perf_counter() - started, 3))
+        raise
+    details.update(attempts=snapshot.attempts, retries=snapshot.attempts - 1)
+    stored = await t.store_snapshot(run, snapshot.items)
+    details["duration_s"] = round(time.perf_counter() - started, 3)
+    if stored.cancelled is not None:  # cancelled while reading: nothing stored
+        raise SyncCancelled(f"{stored.cancelled}; the snapshot read was not stored")
+    await t.publish_changes(run, stored)
+    return {**stored.details, **details}
 
 
-def _describe(run: InstanceRun, exc: BaseException) -> str:
-    if isinstance(exc, SyncflowError):
-        text = str(exc)
-        return text if run.instance_name in text else f"{run.instance_name}: {text}"
-    return f"{run.instance_name}: {type(exc).__name__}: {exc}"
+def _describe(run: InstanceRun, exc: BaseException, attempts: int | None) -> str:
+    text = str(exc) if isinstance(exc, SyncflowError) else f"{type(exc).__name__}: {exc}"
+    if run.instance_name not in text:
+        text = f"{run.instance_name}: {text}"
+    if isinstance(exc, TransientSyncError) and attempts:
+        text += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''})"
+    elif isinstance(exc, PermanentSyncError) and not run.incremental:
+        text += " (permanent: not retried)"
+    return text

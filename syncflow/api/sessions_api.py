@@ -165,7 +165,7 @@ def list_instances(
 def _plan_batch(c: Console, body: m.ManualBatchIn) -> tuple[list[str], bool]:
     """Validate a manual batch against the store: the instance names it will run over, and
     whether its category is paused."""
-    from syncflow.engine.pipeline import SyncOptions
+    from syncflow.engine.options import SyncOptions
 
     with session_scope(c.get_engine()) as s:
         try:

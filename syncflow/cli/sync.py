@@ -488,7 +488,7 @@ def sync_instance_cmd(
         opts["to_seq"] = to_seq
     if batch_size is not None:
         opts["batch_size"] = batch_size
-    from syncflow.engine.pipeline import SyncOptions
+    from syncflow.engine.options import SyncOptions
 
     SyncOptions.parse(opts, instance=name)
     if category is None:

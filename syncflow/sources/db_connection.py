@@ -503,10 +503,32 @@ def read_snapshot(
     raise ConfigError(f"a database server has no {category!r} snapshot (expected account, capacity or config)")
 
 
+class DatabaseSource:
+    """A database server as a :class:`syncflow.sources.base.Source`: snapshots only
+    (``account``, ``capacity`` with the ``top_tables`` largest tables, ``config``)."""
+
+    def __init__(self, conn: DbConnection, *, top_tables: int = 20) -> None:
+        self.conn = conn
+        self.top_tables = top_tables
+
+    def __repr__(self) -> str:
+        return f"DatabaseSource({self.conn.describe()})"
+
+    def read_page(self, after: int, count: int) -> Any:
+        raise ConfigError(f"{self.conn.describe()}: a database server has no incremental category")
+
+    def read_snapshot(self, category: str) -> list[Any]:
+        return list(read_snapshot(self.conn, category, top_tables=self.top_tables))
+
+    def close(self) -> None:  # every read opens and closes its own connection
+        return None
+
+
 __all__ = [
     "DEFAULT_PORTS",
     "KINDS",
     "TLS_MODES",
+    "DatabaseSource",
     "DbConnection",
     "connect_mysql",
     "connect_postgres",

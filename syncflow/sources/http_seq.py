@@ -59,6 +59,7 @@ from syncflow.errors import (
     RateLimitedError,
     TransientSyncError,
 )
+from syncflow.sources.base import ConversationRow
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +199,16 @@ class Conversation(BaseModel):
 
     conversation_id: str = Field(alias="conversationID")
     title: str | None = None
-    type: Int32
+    # Descriptive: servers send a number or a word ("group", "private"); kept as text.
+    type: str | None = None
     avatar_url: str | None = Field(default=None, alias="avatarUrl")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_as_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value) if isinstance(value, int | float) else value
 
 
 # ------------------------------------------------------------- wire shapes (decoding)
@@ -582,6 +591,21 @@ class SeqHttpClient:
         where = f"{self.instance}: GET {CONVERSATIONS_PATH}"
         response = self._send("GET", CONVERSATIONS_PATH, where)
         return decode_conversations(response.content, where=where)
+
+    # ---- the Source protocol (syncflow.sources.base)
+
+    def read_page(self, after: int, count: int) -> Page:
+        """``messages``: the page after cursor ``after`` (:meth:`fetch_page`)."""
+        return self.fetch_page(after, count)
+
+    def read_snapshot(self, category: str) -> list[ConversationRow]:
+        """``metadata``: every conversation, as the store's :class:`ConversationRow`."""
+        if category != "metadata":
+            raise ConfigError(f"{self.instance}: an http-seq server has no {category!r} snapshot (only metadata)")
+        return [
+            ConversationRow(c.conversation_id, title=c.title, type=c.type, avatar_url=c.avatar_url)
+            for c in self.fetch_conversations()
+        ]
 
     def _send(self, method: str, path: str, where: str, content: bytes | None = None) -> httpx.Response:
         headers = {"Content-Type": "application/json"} if content is not None else None

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.errors import AlreadyExistsError, ConfigError, NotFoundError
-from syncflow.store.models import DEFAULT_CATEGORIES, Category, Instance, InstanceKind
+from syncflow.sources.base import source_kind
+from syncflow.store.models import Category, Instance, InstanceKind
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
@@ -39,12 +40,15 @@ def add_instance(
     if not name:
         raise ConfigError("an instance needs a non-empty name")
     parsed_kind = InstanceKind.parse(kind, what="instance kind")
+    spec = source_kind(parsed_kind.value)
     if categories is None:
-        cats = [c.value for c in DEFAULT_CATEGORIES[parsed_kind]]
+        cats = list(spec.default_categories)
     else:
         cats = [Category.parse(c, what="category").value for c in categories]
         if not cats:
             raise ConfigError(f"instance {name!r} must support at least one category")
+    for cat in cats:  # a kind without a source is refused here ("not available yet")
+        spec.check(cat, instance=name)
     if session.scalar(select(Instance.id).where(Instance.name == name)) is not None:
         raise AlreadyExistsError(f"an instance named {name!r} exists already")
     instance = Instance(

@@ -121,15 +121,6 @@ TERMINAL_RECORD_STATUSES = (
     RecordStatus.SKIPPED,
 )
 
-# Which categories each kind of instance can sync, unless the instance says otherwise.
-DEFAULT_CATEGORIES: dict[InstanceKind, tuple[Category, ...]] = {
-    InstanceKind.HTTP_SEQ: (Category.MESSAGES, Category.METADATA),
-    InstanceKind.TELEGRAM: (Category.MESSAGES, Category.METADATA),
-    InstanceKind.POSTGRES: (Category.ACCOUNT, Category.CAPACITY, Category.CONFIG),
-    InstanceKind.MYSQL: (Category.ACCOUNT, Category.CAPACITY, Category.CONFIG),
-    InstanceKind.SQL_TABLE: (Category.MESSAGES, Category.OTHER),
-}
-
 
 def one_of(column: str, values: type[_Values]) -> str:
     """CHECK expression ``column IN (...)`` over a closed set of constant values."""
@@ -364,6 +355,12 @@ class Message(Base):
     server_time: Mapped[int | None] = mapped_column(BigInteger)
     session_id: Mapped[str | None] = mapped_column(String(36))
     synced_at: Mapped[dt.datetime] = _created()
+    # Telegram (seq sources leave them empty): edit time (ms), kind (text, photo, ..., service),
+    # the message replied to, and JSON extras (forward origin, media metadata, service action).
+    edit_time: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str | None] = mapped_column(String(32))
+    reply_to: Mapped[str | None] = mapped_column(String(128))
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Conversation(Base):
@@ -376,8 +373,11 @@ class Conversation(Base):
     instance_id: Mapped[int] = mapped_column(Integer, ForeignKey("instances.id", ondelete="CASCADE"), nullable=False)
     conversation_id: Mapped[str] = mapped_column(String(255), nullable=False)
     title: Mapped[str | None] = mapped_column(Text)
-    type: Mapped[int | None] = mapped_column(Integer)
+    type: Mapped[str | None] = mapped_column(String(64))  # as the source says it: "1", "group", "channel"
     avatar_url: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str | None] = mapped_column(String(255))
+    members_count: Mapped[int | None] = mapped_column(BigInteger)
+    avatar_id: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -13,32 +13,25 @@ Capacity is a time series: :func:`append_capacity` adds one row per (instance, d
 session); applying the same session again replaces that session's rows (a retried task
 does not double them). Its change list compares each database with its previous sample.
 
-Functions take a SQLAlchemy ``Session`` and flush, never commit: the caller's
-``session_scope()`` puts the rows, the record's counts and the cursor in one transaction.
-:func:`store_snapshot` is that transaction for an instance sync (what a Prefect task calls
-after ``syncflow.sources.db_connection.read_snapshot``).
+Functions take a SQLAlchemy ``Session`` and flush, never commit: the caller's unit of work
+(``syncflow.engine.snapshot.store_snapshot``) puts the rows, the record's counts and the lease
+check in one transaction. Accounts and settings use the generic differ,
+:mod:`syncflow.store.snapshot_diff`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from syncflow.errors import ConfigError, ProtocolError
 from syncflow.sources.db_snapshots import AccountSnapshot, DatabaseSize, SettingSnapshot
-from syncflow.store import sessions as book
-from syncflow.store import sync_state
-from syncflow.store.db import get_engine, session_scope
-from syncflow.store.models import Account, CapacitySample, Category, ServerSetting, utcnow
+from syncflow.store.models import Account, CapacitySample, ServerSetting, utcnow
 from syncflow.store.sessions import ItemCounts
-
-if TYPE_CHECKING:
-    from syncflow.engine.pipeline import InstanceRun
+from syncflow.store.snapshot_diff import DETAILS_LIMIT, DiffResult, SnapshotTable, apply_snapshot, unique_by_key
 
 __all__ = [
     "DETAILS_LIMIT",
@@ -53,49 +46,9 @@ __all__ = [
     "list_accounts",
     "list_settings",
     "setting_change",
-    "store_snapshot",
 ]
 
-DETAILS_LIMIT: Final = 100  # change lines / names kept in sync_details
 LINE_ITEMS_LIMIT: Final = 30  # changes listed on one account's line before "... and N more"
-
-_T = TypeVar("_T")
-
-
-@dataclass
-class DiffResult:
-    """What one apply did: exact counts and, in words, every change."""
-
-    counts: ItemCounts
-    changes: list[str] = field(default_factory=list)
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.created or self.updated or self.deleted)
-
-    def details(self, limit: int = DETAILS_LIMIT) -> dict[str, Any]:
-        """For the record's ``sync_details``: capped lists, with the full totals."""
-        return {
-            "changes": self.changes[:limit],
-            "changes_total": len(self.changes),
-            "changes_truncated": len(self.changes) > limit,
-            "created": self.created[:limit],
-            "updated": self.updated[:limit],
-            "deleted": self.deleted[:limit],
-        }
-
-
-def _unique(items: Iterable[_T], key: Any, *, what: str, instance: str) -> dict[str, _T]:
-    out: dict[str, _T] = {}
-    for item in items:
-        k = key(item)
-        if k in out:
-            raise ProtocolError(f"instance {instance}: {what} {k!r} listed twice in one snapshot")
-        out[k] = item
-    return out
 
 
 def _coerce(items: Iterable[Any], cls: Any) -> list[Any]:
@@ -159,18 +112,36 @@ def _stored_account(row: Account) -> AccountSnapshot:
     )
 
 
-def _refuse_empty(live: Mapping[str, Any], stored: Mapping[str, Any], *, what: str, instance: str) -> None:
-    """An empty snapshot over a non-empty store is a reading problem (a user that lost its
-    privileges, a wrong database), not a server whose every account vanished: refuse it
-    rather than mark everything deleted. A real server always lists at least its own user."""
-    if live:
-        return
-    active = sum(1 for row in stored.values() if not row.deleted)
-    if active:
-        raise ProtocolError(
-            f"instance {instance}: the server listed no {what} while {active} are stored; refusing to mark "
-            f"them all deleted (can the sync user still read them?). Nothing was changed."
-        )
+def _account_created(new: AccountSnapshot) -> str:
+    return f"{new.identity}: created ({len(new.privileges)} privileges, {len(new.memberships)} memberships)"
+
+
+def _account_updated(row: Account, new: AccountSnapshot, restored: bool) -> str:
+    diff = account_changes(_stored_account(row), new)
+    if restored:
+        diff.insert(0, "restored")
+    # Equal content under another fingerprint (e.g. an older hashing) is still an update.
+    return _line(new.identity, diff or ["refreshed"])
+
+
+ACCOUNTS: Final = SnapshotTable[AccountSnapshot](
+    model=Account,
+    key="identity",
+    what="account",
+    plural="accounts",
+    coerce=lambda item: item if isinstance(item, AccountSnapshot) else AccountSnapshot.from_json(item),
+    item_key=lambda a: a.identity,
+    same=lambda row, new: row.fingerprint == new.fingerprint,
+    values=lambda new: {
+        "attributes": new.attributes,
+        "privileges": new.privileges,
+        "memberships": new.memberships,
+        "fingerprint": new.fingerprint,
+    },
+    created=_account_created,
+    updated=_account_updated,
+    deleted=lambda row: f"{row.identity}: deleted",
+)
 
 
 def apply_accounts(
@@ -186,68 +157,14 @@ def apply_accounts(
     ``snapshot`` holds :class:`AccountSnapshot` (or their ``to_json()`` dicts). An identity
     listed twice raises :class:`~syncflow.errors.ProtocolError` and changes nothing.
     """
-    where = instance_name or str(instance_id)
-    live = _unique(_coerce(snapshot, AccountSnapshot), lambda a: a.identity, what="account", instance=where)
-    stored = {row.identity: row for row in session.scalars(select(Account).where(Account.instance_id == instance_id))}
-    _refuse_empty(live, stored, what="accounts", instance=where)
-    now = utcnow()
-    result = DiffResult(counts=ItemCounts())
-    unchanged = 0
-    for identity in sorted(live):
-        new = live[identity]
-        row = stored.get(identity)
-        if row is None:
-            session.add(
-                Account(
-                    instance_id=instance_id,
-                    identity=identity,
-                    attributes=new.attributes,
-                    privileges=new.privileges,
-                    memberships=new.memberships,
-                    fingerprint=new.fingerprint,
-                    first_seen_at=now,
-                    updated_at=now,
-                    last_session_id=session_id,
-                )
-            )
-            result.created.append(identity)
-            result.changes.append(
-                f"{identity}: created ({len(new.privileges)} privileges, {len(new.memberships)} memberships)"
-            )
-            continue
-        if not row.deleted and row.fingerprint == new.fingerprint:
-            unchanged += 1
-            continue
-        diff = account_changes(_stored_account(row), new)
-        if row.deleted:
-            diff.insert(0, "restored")
-        row.attributes = new.attributes
-        row.privileges = new.privileges
-        row.memberships = new.memberships
-        row.fingerprint = new.fingerprint
-        row.deleted = False
-        row.deleted_at = None
-        row.last_session_id = session_id
-        result.updated.append(identity)
-        # Equal content under another fingerprint (e.g. an older hashing) is still an update.
-        result.changes.append(_line(identity, diff or ["refreshed"]))
-    for identity in sorted(stored):
-        row = stored[identity]
-        if identity not in live and not row.deleted:
-            row.deleted = True
-            row.deleted_at = now
-            row.last_session_id = session_id
-            result.deleted.append(identity)
-            result.changes.append(f"{identity}: deleted")
-    session.flush()
-    result.counts = ItemCounts(
-        synced=len(live),
-        created=len(result.created),
-        updated=len(result.updated),
-        deleted=len(result.deleted),
-        unchanged=unchanged,
+    return apply_snapshot(
+        session,
+        ACCOUNTS,
+        instance_id=instance_id,
+        snapshot=snapshot,
+        session_id=session_id,
+        instance_name=instance_name,
     )
-    return result
 
 
 def list_accounts(session: Session, *, instance_id: int, include_deleted: bool = False) -> list[Account]:
@@ -275,6 +192,31 @@ def setting_change(old: SettingSnapshot, new: SettingSnapshot) -> str:
     return f"{new.name}: refreshed"
 
 
+def _stored_setting(row: ServerSetting) -> SettingSnapshot:
+    return SettingSnapshot(name=row.name, value=row.value, attributes=dict(row.attributes or {}))
+
+
+def _setting_updated(row: ServerSetting, new: SettingSnapshot, restored: bool) -> str:
+    if restored:
+        return f"+{new.name} = {_show(new.value)} (restored, was {_show(row.value)})"
+    return setting_change(_stored_setting(row), new)
+
+
+SETTINGS: Final = SnapshotTable[SettingSnapshot](
+    model=ServerSetting,
+    key="name",
+    what="setting",
+    plural="settings",
+    coerce=lambda item: item if isinstance(item, SettingSnapshot) else SettingSnapshot.from_json(item),
+    item_key=lambda s: s.name,
+    same=lambda row, new: row.value == new.value and dict(row.attributes or {}) == new.attributes,
+    values=lambda new: {"value": new.value, "attributes": new.attributes},
+    created=lambda new: f"+{new.name} = {_show(new.value)}",
+    updated=_setting_updated,
+    deleted=lambda row: f"-{row.name} (was {_show(row.value)})",
+)
+
+
 def apply_settings(
     session: Session,
     *,
@@ -284,64 +226,14 @@ def apply_settings(
     instance_name: str = "",
 ) -> DiffResult:
     """Diff a full settings snapshot against the instance's stored settings; flushes, never commits."""
-    where = instance_name or str(instance_id)
-    live = _unique(_coerce(snapshot, SettingSnapshot), lambda s: s.name, what="setting", instance=where)
-    stored = {
-        row.name: row for row in session.scalars(select(ServerSetting).where(ServerSetting.instance_id == instance_id))
-    }
-    _refuse_empty(live, stored, what="settings", instance=where)
-    now = utcnow()
-    result = DiffResult(counts=ItemCounts())
-    unchanged = 0
-    for name in sorted(live):
-        new = live[name]
-        row = stored.get(name)
-        if row is None:
-            session.add(
-                ServerSetting(
-                    instance_id=instance_id,
-                    name=name,
-                    value=new.value,
-                    attributes=new.attributes,
-                    first_seen_at=now,
-                    updated_at=now,
-                    last_session_id=session_id,
-                )
-            )
-            result.created.append(name)
-            result.changes.append(f"+{name} = {_show(new.value)}")
-            continue
-        old = SettingSnapshot(name=name, value=row.value, attributes=dict(row.attributes or {}))
-        if not row.deleted and old.value == new.value and old.attributes == new.attributes:
-            unchanged += 1
-            continue
-        if row.deleted:
-            result.changes.append(f"+{name} = {_show(new.value)} (restored, was {_show(old.value)})")
-        else:
-            result.changes.append(setting_change(old, new))
-        row.value = new.value
-        row.attributes = new.attributes
-        row.deleted = False
-        row.deleted_at = None
-        row.last_session_id = session_id
-        result.updated.append(name)
-    for name in sorted(stored):
-        row = stored[name]
-        if name not in live and not row.deleted:
-            row.deleted = True
-            row.deleted_at = now
-            row.last_session_id = session_id
-            result.deleted.append(name)
-            result.changes.append(f"-{name} (was {_show(row.value)})")
-    session.flush()
-    result.counts = ItemCounts(
-        synced=len(live),
-        created=len(result.created),
-        updated=len(result.updated),
-        deleted=len(result.deleted),
-        unchanged=unchanged,
+    return apply_snapshot(
+        session,
+        SETTINGS,
+        instance_id=instance_id,
+        snapshot=snapshot,
+        session_id=session_id,
+        instance_name=instance_name,
     )
-    return result
 
 
 def list_settings(session: Session, *, instance_id: int, include_deleted: bool = False) -> list[ServerSetting]:
@@ -404,7 +296,7 @@ def append_capacity(
     ``-olddb (last 7.4 MiB)``; databases whose size did not move are not listed.
     """
     where = instance_name or str(instance_id)
-    live = _unique(_coerce(sizes, DatabaseSize), lambda d: d.database, what="database", instance=where)
+    live = unique_by_key(_coerce(sizes, DatabaseSize), lambda d: d.database, what="database", instance=where)
     at = collected_at or utcnow()
     previous = _latest_samples(session, instance_id=instance_id, before_session=session_id)
     existing: dict[str, CapacitySample] = {}
@@ -468,47 +360,3 @@ def capacity_history(
     if since is not None:
         stmt = stmt.where(CapacitySample.collected_at >= since)
     return list(session.scalars(stmt.order_by(CapacitySample.collected_at, CapacitySample.id)))
-
-
-# ============================================================ one instance sync, one transaction
-
-
-def store_snapshot(
-    run: InstanceRun,
-    *,
-    snapshot: Sequence[AccountSnapshot | SettingSnapshot | DatabaseSize | Mapping[str, Any]],
-    engine: Engine | None = None,
-) -> DiffResult:
-    """Store a snapshot of ``run.category`` with the record's counts and details, in one transaction.
-
-    ``account`` -> :func:`apply_accounts`, ``config`` -> :func:`apply_settings`, ``capacity``
-    -> :func:`append_capacity`. The same transaction renews the (instance, category) lease
-    (raising ``LeaseLostError`` - and storing nothing - when another sync took it over) and,
-    when accounts or settings changed, bumps the state's ``metadata_version``.
-    """
-    if run.category not in (Category.ACCOUNT, Category.CONFIG, Category.CAPACITY):
-        raise ConfigError(f"instance {run.instance_name}: no database snapshot for category {run.category!r}")
-    engine = engine or get_engine()
-    where = {"instance_id": run.instance_id, "instance_name": run.instance_name}
-    with session_scope(engine) as s:
-        sync_state.advance_cursor(
-            s,
-            instance_id=run.instance_id,
-            category=run.category,
-            owner=run.owner,
-            last_seq=None,
-            lease_seconds=run.lease_seconds,
-        )
-        if run.category == Category.ACCOUNT:
-            result = apply_accounts(s, snapshot=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
-        elif run.category == Category.CONFIG:
-            result = apply_settings(s, snapshot=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
-        else:
-            result = append_capacity(s, sizes=snapshot, session_id=run.session_id, **where)  # type: ignore[arg-type]
-        details = result.details()
-        if result.changed and run.category != Category.CAPACITY:
-            details["metadata_version"] = sync_state.bump_metadata_version(
-                s, instance_id=run.instance_id, category=run.category
-            )
-        book.add_record_progress(s, record_id=run.record_id, counts=result.counts, details=details)
-    return result

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from syncflow.errors import LockedError, SyncflowError
@@ -236,40 +235,3 @@ def release_expired(session: Session, *, now: dt.datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
-
-
-class LeaseKeeper:
-    """Renews a lease from a background thread while a sync works (e.g. through long retries).
-
-    ``lost`` is set if a renewal finds the lease taken over; the sync should then stop.
-    """
-
-    def __init__(self, engine: Engine, *, instance_id: int, category: str, owner: str, lease_seconds: float) -> None:
-        self._engine = engine
-        self._args = {"instance_id": instance_id, "category": category, "owner": owner, "lease_seconds": lease_seconds}
-        self._interval = max(lease_seconds / 3, 0.5)
-        self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{owner}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        from syncflow.store.db import session_scope
-
-        while not self._stop.wait(self._interval):
-            try:
-                with session_scope(self._engine) as s:
-                    renew_lock(s, **self._args)  # type: ignore[arg-type]
-            except LeaseLostError:
-                log.warning("lease lost: %s", self._args)
-                self.lost.set()
-                return
-            except Exception:  # store hiccup: try again at the next tick
-                log.warning("could not renew lease %s", self._args, exc_info=True)

@@ -239,14 +239,14 @@ async def test_paused_category_holds_a_run_until_resume(
     pclient: httpx.AsyncClient, store_env: str, engine, tmp_path
 ) -> None:
     """A session started while its category is paused opens, but syncs nothing until resume."""
+    from blocks.connections import forget_sources
     from blocks.seq_http import SeqHttpInstance
     from flows.session_sync import sync_session
     from syncflow.store import instances as inst_svc
     from syncflow.store.models import Message
     from syncflow.testing.seqserver import SYNC_PATH, SeqServer
-    from tasks import seq as seq_tasks
 
-    seq_tasks.forget_clients()
+    forget_sources()
     server = SeqServer(messages=120, token="hold-token", seed=5)
     server.start()
     try:
@@ -291,4 +291,4 @@ async def test_paused_category_holds_a_run_until_resume(
         with session_scope(engine) as s:
             queue_admin.resume(s, category="messages")
         server.stop()
-        seq_tasks.forget_clients()
+        forget_sources()

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from blocks.connections import forget_sources
 from blocks.seq_http import SeqHttpInstance
 from syncflow.store import instances as inst_svc
 from syncflow.store import sessions as book
 from syncflow.store.db import session_scope
 from syncflow.testing.seqserver import SeqServer
-from tasks import seq as seq_tasks
 
 TOKEN = "test-token-not-a-secret"
 
@@ -50,6 +50,6 @@ class Wiring:
 
 @pytest.fixture
 def wiring(prefect_harness: None, store_env: str, engine: Engine) -> Iterator[Wiring]:
-    seq_tasks.forget_clients()
+    forget_sources()
     yield Wiring(engine)
-    seq_tasks.forget_clients()
+    forget_sources()

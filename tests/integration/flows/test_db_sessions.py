@@ -345,7 +345,7 @@ async def _read_task_runs(flow_run_id: str, *, timeout: float = 20.0) -> list[An
     async with get_client() as client:
         while True:
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            reads = [r for r in runs if r.name.startswith("read-db-snapshot")]
+            reads = [r for r in runs if r.name.startswith("read-snapshot")]
             if (reads and all(r.state and r.state.is_final() for r in reads)) or time.monotonic() > deadline:
                 return reads
             await asyncio.sleep(0.2)

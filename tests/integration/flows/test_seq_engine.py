@@ -740,7 +740,7 @@ def test_metadata_snapshot_diff_created_updated_deleted(wiring: Any, seq_server:
             }
 
     assert conversations() == {
-        c["conversationID"]: (c["title"], c["type"], c["avatarUrl"], False, 1) for c in seq_server.conversations
+        c["conversationID"]: (c["title"], str(c["type"]), c["avatarUrl"], False, 1) for c in seq_server.conversations
     }
 
     seq_server.rename_conversation("conv-0", "Renamed")
@@ -758,12 +758,17 @@ def test_metadata_snapshot_diff_created_updated_deleted(wiring: Any, seq_server:
     assert convs["conv-1"][3] is True  # kept, marked deleted
     assert convs["conv-2"] == (
         seq_server.conversations[1]["title"],
-        seq_server.conversations[1]["type"],
+        str(seq_server.conversations[1]["type"]),
         seq_server.conversations[1]["avatarUrl"],
         False,
         1,
     )
-    assert convs["conv-new"] == ("Brand new", 2, None, False, 1)
+    assert convs["conv-new"] == ("Brand new", "2", None, False, 1)
+    assert rec.sync_details["changes"] == [  # in words, in identity order, deletions last
+        "conv-0: title: 'Conversation 0' -> 'Renamed'",
+        "+conv-new (Brand new)",
+        "-conv-1 (Conversation 1)",
+    ]
     assert sync_log(seq_server) == []  # metadata never touches the messages endpoint
 
     # nothing changed: all unchanged, version stays
@@ -789,7 +794,7 @@ def test_metadata_fetch_is_retried_on_transient_errors_and_429(
     assert [r.status for r in log] == [503, None, 429, 200]
     t429, t_retry = (s[0] for s in server.stamps[2:4])
     assert t_retry - t429 >= 0.5
-    assert result["details"]["conversations"] == 4
+    assert len(result["details"]["created"]) == 4
     assert counts(record(engine, recs["im-1"]))["created"] == 4
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, update
 
+from blocks.connections import forget_sources
 from blocks.seq_http import SeqHttpInstance
 from flows.session_sync import sync_session
 from syncflow.store import sessions as book
@@ -23,7 +24,6 @@ from syncflow.store.db import session_scope
 from syncflow.store.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
 from syncflow.store.sessions import max_overlap
 from syncflow.testing.seqserver import SeqServer
-from tasks import seq as seq_tasks
 
 TOKEN = "test-token-not-a-secret"
 
@@ -372,7 +372,7 @@ def test_retry_failed_runs_only_the_failed_instance_linked_to_the_old_session(
     SeqHttpInstance(base_url=seq_server.url, token=TOKEN, max_retries=3, base_delay=0.05, max_delay=1.0).save(
         bad_block, overwrite=True
     )
-    seq_tasks.forget_clients()
+    forget_sources()
     state, summary = run_session(category="messages", retry_of=old_id)
     assert state.is_completed(), summary
     new_id = summary["session_id"]

@@ -248,8 +248,21 @@ def test_remove_cascades_to_records(run: Cli) -> None:
         engine.dispose()
 
 
+def test_a_kind_without_a_source_is_refused_up_front(run: Cli) -> None:
+    result = run("instances", "add", "tbl", "--kind", "sql-table")
+    assert result.exit_code == 1
+    assert "kind 'sql-table' is not available yet" in result.stderr
+    assert run.json("instances", "list") == []
+
+
+def test_a_category_the_kind_cannot_sync_is_refused(run: Cli) -> None:
+    result = run("instances", "add", "im-x", "--kind", "http-seq", "--block", "b", "--category", "account")
+    assert result.exit_code == 1
+    assert "kind 'http-seq' cannot sync 'account'" in result.stderr
+
+
 def test_global_and_per_command_json_agree(run: Cli) -> None:
-    run.ok("instances", "add", "im-1", "--kind", "telegram")
+    run.ok("instances", "add", "im-1", "--kind", "http-seq", "--block", "some-block")
     global_flag = json.loads(
         CliRunner().invoke(cli.app, ["--database-url", run.url, "--json", "instances", "list"]).stdout
     )

@@ -29,7 +29,7 @@ from psycopg import sql
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import make_url
 
-from syncflow.engine.pipeline import InstanceRun, begin_instance_sync, finish_instance_sync
+from syncflow.engine import InstanceRun, Stored, begin_instance_sync, finish_instance_sync, store_snapshot
 from syncflow.errors import AuthError, ConfigError, PermanentSyncError, ProtocolError, TransientSyncError
 from syncflow.sources.db_connection import (
     DbConnection,
@@ -52,7 +52,6 @@ from syncflow.store.snapshots import (
     apply_settings,
     capacity_history,
     list_accounts,
-    store_snapshot,
 )
 
 PG_ADMIN_URL = os.environ.get("SYNCFLOW_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -838,12 +837,12 @@ def test_store_snapshot_counts_the_record_in_the_same_transaction(engine: Engine
     my.run(("CREATE USER %s@'%%'", (my.name("u"),)))
     iid = _instance(engine, "maria-e2e", "mysql")
 
-    def sync() -> tuple[DiffResult, int, SyncInstanceRecord, int]:
+    def sync() -> tuple[Stored, int, SyncInstanceRecord, int]:
         run = _begin(engine, iid, category)
         snapshot: list[Any] = read_snapshot(my.conn(), category, top_tables=3)
         if category == "account":
             snapshot = my.mine(snapshot)
-        result = store_snapshot(run, snapshot=snapshot, engine=engine)
+        result = store_snapshot(run, snapshot, engine=engine)
         assert finish_instance_sync(run, outcome="completed", engine=engine) == "completed"
         with session_scope(engine) as s:
             rec = s.get(SyncInstanceRecord, run.record_id)
@@ -853,13 +852,13 @@ def test_store_snapshot_counts_the_record_in_the_same_transaction(engine: Engine
 
     first, n, rec, version = sync()
     assert (rec.status, rec.items_synced, rec.items_created, rec.items_updated) == ("completed", n, n, 0)
-    assert n > 0 and first.counts.created == n
-    assert rec.sync_details is not None and rec.sync_details["changes_total"] == len(first.changes)
+    assert n > 0 and first.counts["created"] == n
+    assert rec.sync_details is not None and rec.sync_details["changes_total"] == first.changes_total
     assert version == (0 if category == "capacity" else 1)
 
     second, n2, rec2, version2 = sync()
     if category == "capacity":  # a new sample per database and session
-        assert (rec2.items_created, second.counts.created) == (n2, n2)
+        assert (rec2.items_created, second.counts["created"]) == (n2, n2)
     else:
         assert (rec2.items_synced, rec2.items_unchanged, rec2.items_created) == (n2, n2, 0)
         assert version2 == 1  # nothing changed: no new version
@@ -882,7 +881,7 @@ def test_store_snapshot_stores_nothing_once_the_lease_is_lost(engine: Engine) ->
             .values(lock_owner="someone-else")
         )
     with pytest.raises(sync_state.LeaseLostError):
-        store_snapshot(run, snapshot=[AccountSnapshot("alice")], engine=engine)
+        store_snapshot(run, [AccountSnapshot("alice")], engine=engine)
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Account)) == 0
         rec = s.get(SyncInstanceRecord, run.record_id)
@@ -893,6 +892,6 @@ def test_store_snapshot_refuses_other_categories(engine: Engine) -> None:
     iid = _instance(engine, "pg-cat", "postgres")
     run = replace(_begin(engine, iid, "account"), category="messages")
     with pytest.raises(ConfigError, match="messages"):
-        store_snapshot(run, snapshot=[], engine=engine)
+        store_snapshot(run, [], engine=engine)
     with pytest.raises(ConfigError, match="messages"):
         read_snapshot(_pg_admin(), "messages")

@@ -600,11 +600,29 @@ def test_conversations_are_parsed_with_nulls() -> None:
     ]
 
 
+def test_conversation_type_is_kept_as_the_server_sends_it() -> None:
+    """Servers differ: a number or a word ("group", "private"); both are descriptive text."""
+    body = {
+        "code": 0,
+        "data": {
+            "conversations": [
+                {"conversationID": "c1", "title": "Team", "type": "group"},
+                {"conversationID": "c2", "type": "private"},
+                {"conversationID": "c3", "type": 3},
+                {"conversationID": "c4"},
+            ]
+        },
+    }
+    with client(answer(body)) as c:
+        rows = c.read_snapshot("metadata")
+    assert [(r.conversation_id, r.type) for r in rows] == [("c1", "group"), ("c2", "private"), ("c3", "3"), ("c4", None)]
+
+
 @pytest.mark.parametrize(
     ("handler", "error"),
     [
         (answer({"code": 0, "data": {"conversations": [{"title": "no id", "type": 1}]}}), ProtocolError),
-        (answer({"code": 0, "data": {"conversations": [{"conversationID": "c", "type": "x"}]}}), ProtocolError),
+        (answer({"code": 0, "data": {"conversations": [{"conversationID": "c", "type": [1]}]}}), ProtocolError),
         (answer({"code": 9, "message": "nope"}), ProtocolError),
         (answer({"code": 401}, status=401), AuthError),
         (answer({"code": 503}, status=503), TransientSyncError),

@@ -1,0 +1,84 @@
+"""From an instance's block name to an open source: which block type each kind uses, and a
+per-process cache of open sources (one HTTP pool per http-seq instance, reused by every chunk).
+
+Tasks call :func:`open_source` with the block's *name*: secrets stay in the block, never in a
+task parameter, a log or an artifact.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.blocks.core import Block
+
+from blocks.database import DatabaseInstance
+from blocks.seq_http import SeqHttpInstance
+from syncflow.errors import ConfigError
+from syncflow.sources.base import ReadPolicy, Source, source_kind
+
+# The block type that holds the connection of each kind.
+BLOCK_TYPES: dict[str, type[Block]] = {
+    "http-seq": SeqHttpInstance,
+    "postgres": DatabaseInstance,
+    "mysql": DatabaseInstance,
+}
+
+HINTS: dict[str, str] = {
+    "http-seq": "syncflow instances add ... --url URL --token-env VAR, or --block NAME",
+    "postgres": "syncflow instances add ... --host --user --password-env VAR, or --block NAME",
+    "mysql": "syncflow instances add ... --host --user --password-env VAR, or --block NAME",
+}
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An open source with its non-secret reading plan and a description for the record."""
+
+    source: Source
+    policy: ReadPolicy
+    describe: str
+
+
+_opened: dict[str, Opened] = {}
+_lock = threading.Lock()
+
+
+async def load_block(kind: str, block_name: str | None, instance: str) -> Any:
+    """The block holding ``instance``'s connection (ConfigError naming what to do when missing)."""
+    source_kind(kind)
+    block_type = BLOCK_TYPES.get(kind)
+    if block_type is None:
+        raise ConfigError(f"instance {instance}: kind {kind!r} has no connection block type")
+    if not block_name:
+        raise ConfigError(f"instance {instance} has no connection block ({HINTS.get(kind, '--block NAME')})")
+    try:
+        return await block_type.aload(block_name)
+    except ValueError as exc:
+        raise ConfigError(f"instance {instance}: cannot load {kind} block {block_name!r}: {exc}") from None
+
+
+async def open_source(kind: str, block_name: str | None, instance: str) -> Opened:
+    """The open source of ``instance`` in this process (opened on first use, then reused)."""
+    key = f"{kind}:{block_name}"
+    with _lock:
+        cached = _opened.get(key)
+    if cached is not None:
+        return cached
+    block = await load_block(kind, block_name, instance)
+    opened = Opened(source=block.open_source(instance), policy=block.read_policy(), describe=block.describe())
+    with _lock:
+        _opened.setdefault(key, opened)
+        return _opened[key]
+
+
+def forget_sources() -> None:
+    """Close every open source of this process (after a block changed; tests)."""
+    with _lock:
+        for opened in _opened.values():
+            opened.source.close()
+        _opened.clear()
+
+
+__all__ = ["BLOCK_TYPES", "Opened", "forget_sources", "load_block", "open_source"]

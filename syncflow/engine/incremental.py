@@ -1,0 +1,212 @@
+"""The incremental read of one instance: pages after the cursor, each stored in one transaction.
+
+A page's rows, the advanced cursor and the record's counters commit together
+(:func:`apply_batch`); a chunk (:func:`sync_chunk`, one Prefect task run) stores up to N pages
+from the committed cursor on, fetching the next page while the current one is stored. A retried
+chunk resumes after the last committed page (:func:`resume_point`), so counts stay exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+from sqlalchemy.engine import Connection
+
+from syncflow.engine.run import InstanceRun, cancel_reason_of
+from syncflow.sources.base import PageLike
+from syncflow.store import messages as message_store
+from syncflow.store import sessions as book
+from syncflow.store import sync_state
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.messages import MessageRow, apply_message_batch
+from syncflow.store.models import SyncInstanceRecord
+from syncflow.store.sessions import ItemCounts
+
+
+@dataclass
+class BatchResult:
+    counts: ItemCounts
+    cursor: int
+    first_seq: int | None
+    last_seq: int | None
+    holes: list[tuple[int, int]]
+    stop: bool  # the range end was reached
+    cancelled: str | None = None  # why the sync must stop at this boundary
+
+
+def seq_holes(seqs: Sequence[int], after: int) -> list[tuple[int, int]]:
+    """Missing seq ranges (inclusive) in ``seqs`` (ascending), counting from ``after``."""
+    holes: list[tuple[int, int]] = []
+    prev = after
+    for s in seqs:
+        if s <= prev:
+            continue
+        if s > prev + 1:
+            holes.append((prev + 1, s - 1))
+        prev = s
+    return holes
+
+
+def _remaining(page: PageLike, new: int) -> int | None:
+    """How many items the source still has after this page, when it says how many it has."""
+    return None if page.total_count is None else max(page.total_count - new, 0)
+
+
+def apply_batch(
+    run: InstanceRun,
+    *,
+    rows: Sequence[MessageRow],
+    last_seq: int,
+    batch_no: int,
+    remaining: int | None = None,
+    engine: Engine | None = None,
+    connection: Connection | None = None,
+) -> BatchResult:
+    """Store one validated page: rows, cursor and the record's counters in one transaction.
+
+    ``last_seq`` is the cursor the page was requested with; ``remaining`` how many messages
+    the source still has after this page (for progress). Rows at or below it are stored
+    (deduplicated, usually unchanged) but never move the cursor back. In range mode rows
+    above ``to_seq`` are dropped and the main cursor is left alone. ``connection`` lets a
+    caller that stores many batches keep one connection (it must not be in a transaction).
+    """
+    opts = run.opts
+    stop = False
+    if opts.to_seq is not None:
+        kept = [r for r in rows if r[2] <= opts.to_seq]
+        stop = len(kept) < len(rows) or (bool(kept) and kept[-1][2] >= opts.to_seq)
+        rows = kept
+    seqs = [r[2] for r in rows]
+    new = [s for s in seqs if s > last_seq]
+    cursor = max(last_seq, new[-1]) if new else last_seq
+    with ExitStack() as stack:
+        conn = connection or stack.enter_context((engine or get_engine()).connect())
+        with conn.begin():
+            counts = apply_message_batch(conn, instance_id=run.instance_id, rows=rows, session_id=run.session_id)
+            sync_state.advance_cursor(
+                conn,
+                instance_id=run.instance_id,
+                category=run.category,
+                owner=run.owner,
+                last_seq=None if opts.is_range else cursor,
+                lease_seconds=run.lease_seconds,
+            )
+            statuses = book.add_record_progress(
+                conn,
+                record_id=run.record_id,
+                counts=counts,
+                details={"batches": batch_no, "cursor": cursor, "remaining": remaining},
+            )
+    return BatchResult(
+        counts=counts,
+        cursor=cursor,
+        first_seq=new[0] if new else None,
+        last_seq=new[-1] if new else None,
+        holes=seq_holes(seqs, last_seq),
+        stop=stop,
+        cancelled=cancel_reason_of(run, *statuses),
+    )
+
+
+def resume_point(run: InstanceRun, *, engine: Engine | None = None) -> tuple[int, int]:
+    """(cursor, batches) this record has committed so far — where a (re)tried chunk starts.
+
+    A retried chunk must not re-store what an earlier attempt committed: counts stay exact.
+    """
+    with session_scope(engine or get_engine()) as s:
+        details = s.scalar(select(SyncInstanceRecord.sync_details).where(SyncInstanceRecord.id == run.record_id))
+    details = details or {}
+    cursor = details.get("cursor")
+    if isinstance(cursor, int):
+        return cursor, int(details.get("batches") or 0)
+    return run.start_seq, 0
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk of batches (one Prefect task run) did."""
+
+    cursor: int
+    batch_no: int
+    batches: int = 0
+    new: int = 0
+    counts: ItemCounts = field(default_factory=ItemCounts)
+    has_more: bool = True
+    remaining: int | None = None
+    first_seq: int | None = None
+    last_seq: int | None = None
+    holes: list[tuple[int, int]] = field(default_factory=list)
+    nbytes: int = 0
+    store_seconds: float = 0.0
+    stop: bool = False
+    cancelled: str | None = None
+
+
+def sync_chunk(
+    run: InstanceRun,
+    fetch: Callable[[int, int], PageLike],
+    *,
+    count: int,
+    max_batches: int,
+    engine: Engine | None = None,
+) -> ChunkResult:
+    """Fetch and store up to ``max_batches`` pages from the committed cursor on, one
+    transaction per page, fetching the next page while the current one is stored.
+
+    Stops early at the end of the source (hasMore=false), the end of a range, or when the
+    session was cancelled. Any error propagates after the batches before it committed.
+    """
+    engine = engine or get_engine()
+    last, batch_no = resume_point(run, engine=engine)
+    out = ChunkResult(cursor=last, batch_no=batch_no)
+    to_seq = run.opts.to_seq
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fetch-{run.instance_name}")
+    try:
+        with engine.connect() as conn:
+            message_store.prepare(conn)
+            current: Future[PageLike] = pool.submit(fetch, last, count)
+            while True:
+                page = current.result()
+                in_range = to_seq is None or not page.rows or page.rows[-1][2] < to_seq
+                more = page.has_more and in_range
+                prefetch = more and out.batches + 1 < max_batches
+                pending = pool.submit(fetch, page.cursor_after(last), count) if prefetch else None
+                started = time.perf_counter()
+                new = sum(1 for r in page.rows if r[2] > last)
+                result = apply_batch(
+                    run,
+                    rows=page.rows,
+                    last_seq=last,
+                    batch_no=out.batch_no + 1,
+                    remaining=_remaining(page, new),
+                    connection=conn,
+                )
+                out.store_seconds += time.perf_counter() - started
+                out.batch_no += 1
+                out.batches += 1
+                out.new += new
+                out.nbytes += page.nbytes
+                out.counts = out.counts + result.counts
+                out.holes.extend(result.holes)
+                if result.first_seq is not None and out.first_seq is None:
+                    out.first_seq = result.first_seq
+                if result.last_seq is not None:
+                    out.last_seq = result.last_seq
+                out.remaining = _remaining(page, new)
+                last = out.cursor = result.cursor
+                out.has_more = more and not result.stop
+                out.stop = result.stop
+                out.cancelled = result.cancelled
+                if pending is None or result.stop or result.cancelled:
+                    return out
+                current = pending
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["BatchResult", "ChunkResult", "apply_batch", "resume_point", "seq_holes", "sync_chunk"]

@@ -1,0 +1,56 @@
+"""Per-instance, per-run sync options (flow parameters, record options, state options)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from syncflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Per-instance, per-run options (JSON: flow parameters, record options, state options).
+
+    ``full`` resets the cursor first; ``from_seq``/``to_seq`` backfill a seq range without
+    moving the main cursor; ``batch_size`` overrides the block's.
+    """
+
+    full: bool = False
+    from_seq: int | None = None
+    to_seq: int | None = None
+    batch_size: int | None = None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None, *, instance: str = "?") -> SyncOptions:
+        raw = dict(raw or {})
+        aliases = {"fromSeq": "from_seq", "toSeq": "to_seq", "batchSize": "batch_size"}
+        for alias, name in aliases.items():
+            if alias in raw:
+                raw[name] = raw.pop(alias)
+        if "incremental" in raw:
+            raw["full"] = not bool(raw.pop("incremental"))
+        unknown = sorted(set(raw) - {"full", "from_seq", "to_seq", "batch_size"})
+        if unknown:
+            raise ConfigError(f"instance {instance}: unknown sync option(s): {', '.join(unknown)}")
+        opts = cls(**raw)
+        for name in ("from_seq", "to_seq"):
+            v = getattr(opts, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise ConfigError(f"instance {instance}: {name} must be a non-negative integer, not {v!r}")
+        if opts.from_seq is not None and opts.to_seq is not None and opts.from_seq > opts.to_seq:
+            raise ConfigError(f"instance {instance}: from_seq {opts.from_seq} is above to_seq {opts.to_seq}")
+        if opts.to_seq is not None and opts.from_seq is None:
+            raise ConfigError(f"instance {instance}: to_seq needs from_seq")
+        if opts.batch_size is not None and not (isinstance(opts.batch_size, int) and 1 <= opts.batch_size <= 10_000):
+            raise ConfigError(f"instance {instance}: batch_size must be 1..10000, not {opts.batch_size!r}")
+        if opts.full and opts.from_seq is not None:
+            raise ConfigError(f"instance {instance}: full re-sync and a seq range exclude each other")
+        return opts
+
+    @property
+    def is_range(self) -> bool:
+        return self.from_seq is not None
+
+
+__all__ = ["SyncOptions"]

@@ -1,0 +1,201 @@
+"""Begin and finish one instance sync: the record's status and the single-flight lease.
+
+Each step is one transaction (``session_scope``): begin marks the record running and takes the
+(instance, category) lease (another holder: the record ends ``skipped``, naming it); finish
+records the outcome and gives the lease back. A crash between steps loses nothing: the cursor
+only ever covers committed rows, and the lease runs out by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from syncflow.engine.options import SyncOptions
+from syncflow.errors import ConfigError, IllegalTransitionError, LockedError
+from syncflow.sources.base import source_kind
+from syncflow.store import sessions as book
+from syncflow.store import sync_state
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.models import (
+    Instance,
+    ItemStatus,
+    RecordStatus,
+    SessionStatus,
+    SyncInstanceRecord,
+    SyncSession,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InstanceRun:
+    """What the steps of one instance sync share (JSON-serialisable; no secrets)."""
+
+    record_id: int
+    session_id: str
+    instance_id: int
+    instance_name: str
+    kind: str
+    block_name: str | None
+    category: str
+    owner: str
+    lease_seconds: float
+    start_seq: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def opts(self) -> SyncOptions:
+        return SyncOptions.parse(self.options, instance=self.instance_name)
+
+    @property
+    def incremental(self) -> bool:
+        """Read page by page after a cursor (messages), else as one snapshot."""
+        return source_kind(self.kind).reads_incrementally(self.category)
+
+
+@dataclass
+class Skipped:
+    record_id: int
+    reason: str
+
+
+def begin_instance_sync(
+    *,
+    record_id: int,
+    owner: str,
+    lease_seconds: float,
+    flow_run_id: str | None = None,
+    options: dict[str, Any] | None = None,
+    engine: Engine | None = None,
+) -> InstanceRun | Skipped:
+    """Mark the record running and take the (instance, category) lease.
+
+    When another sync holds the lease the record ends ``skipped`` with the holder named.
+    """
+    engine = engine or get_engine()
+    refused: ConfigError | None = None
+    with session_scope(engine) as s:
+        rec = book.get_record(s, record_id=record_id)
+        inst = s.get(Instance, rec.instance_id)
+        assert inst is not None
+        merged = {**(rec.options or {}), **(options or {})}
+        try:  # a bad option, or a kind that cannot sync this category, fails the record: it never runs
+            opts = SyncOptions.parse(merged, instance=inst.name)
+            source_kind(inst.kind).check(rec.sync_category, instance=inst.name)
+        except ConfigError as exc:
+            refused = exc
+        else:
+            book.start_instance_sync(s, record_id=record_id, flow_run_id=flow_run_id)
+        run = InstanceRun(
+            record_id=record_id,
+            session_id=rec.session_id,
+            instance_id=inst.id,
+            instance_name=inst.name,
+            kind=inst.kind,
+            block_name=inst.block_name,
+            category=rec.sync_category,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            start_seq=0,
+        )
+    if refused is not None:
+        with session_scope(engine) as s:
+            book.fail_instance_sync(s, record_id=record_id, error_message=str(refused))
+        raise refused
+    try:
+        with session_scope(engine) as s:
+            sync_state.acquire_lock(
+                s, instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease_seconds
+            )
+            if opts.full:
+                sync_state.reset_cursor(s, instance_id=run.instance_id, category=run.category, owner=owner)
+            state = sync_state.get_state(s, instance_id=run.instance_id, category=run.category)
+    except LockedError as exc:
+        reason = f"{run.instance_name}: {exc}"
+        with session_scope(engine) as s:
+            book.skip_instance_sync(s, record_id=record_id, reason=reason)
+        log.info("skipped %s", reason)
+        return Skipped(record_id=record_id, reason=reason)
+    start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (state.last_seq or 0)
+    return replace(run, start_seq=max(start, 0), options=asdict(opts))
+
+
+def cancel_reason_of(run: InstanceRun, session_status: str, record_status: str) -> str | None:
+    if session_status == SessionStatus.CANCELLED or record_status == RecordStatus.CANCELLED:
+        return f"session {run.session_id} was cancelled"
+    return None
+
+
+def cancel_reason(s: Session, run: InstanceRun) -> str | None:
+    row = s.execute(
+        select(SyncSession.status, SyncInstanceRecord.status)
+        .join(SyncInstanceRecord, SyncInstanceRecord.session_id == SyncSession.session_id)
+        .where(SyncInstanceRecord.id == run.record_id)
+    ).one()
+    return cancel_reason_of(run, row[0], row[1])
+
+
+def should_stop(run: InstanceRun, *, engine: Engine | None = None) -> str | None:
+    """Why the sync should stop at this boundary (session or record cancelled), or None."""
+    with session_scope(engine or get_engine()) as s:
+        return cancel_reason(s, run)
+
+
+def finish_instance_sync(
+    run: InstanceRun,
+    *,
+    outcome: str,
+    details: dict[str, Any] | None = None,
+    error: str | None = None,
+    engine: Engine | None = None,
+) -> str:
+    """Record how the sync ended and give the lease back. Returns the record's final status.
+
+    ``outcome`` is completed | failed | cancelled. When the session was cancelled meanwhile
+    the record is already cancelled: only the details and the lease are settled.
+    """
+    status = RecordStatus.parse(outcome, what="outcome")
+    engine = engine or get_engine()
+    with session_scope(engine) as s:
+        try:
+            if status == RecordStatus.COMPLETED:
+                book.complete_instance_sync(s, record_id=run.record_id, details=details)
+            elif status == RecordStatus.FAILED:
+                book.fail_instance_sync(s, record_id=run.record_id, error_message=error or "failed", details=details)
+            else:
+                book.cancel_instance_sync(s, record_id=run.record_id, reason=error, details=details)
+        except IllegalTransitionError:
+            rec = book.get_record(s, record_id=run.record_id)
+            if details:
+                rec.sync_details = {**(rec.sync_details or {}), **details}
+            status = RecordStatus(rec.status)
+        item_status = {
+            RecordStatus.COMPLETED.value: ItemStatus.COMPLETED,
+            RecordStatus.FAILED.value: ItemStatus.FAILED,
+        }.get(status.value, ItemStatus.CANCELLED)
+        sync_state.release_lock(
+            s,
+            instance_id=run.instance_id,
+            category=run.category,
+            owner=run.owner,
+            status=item_status.value,
+            error=error if status == RecordStatus.FAILED else None,
+        )
+    return status.value
+
+
+__all__ = [
+    "InstanceRun",
+    "Skipped",
+    "begin_instance_sync",
+    "cancel_reason",
+    "cancel_reason_of",
+    "finish_instance_sync",
+    "should_stop",
+]

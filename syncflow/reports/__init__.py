@@ -1,0 +1,1 @@
+"""Reports over what the syncs stored (capacity growth, change lists)."""

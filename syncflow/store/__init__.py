@@ -1,0 +1,1 @@
+"""The sync store: models, the unit of work (db), book-keeping, sync state, data writers, migrations."""

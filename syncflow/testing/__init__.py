@@ -1,0 +1,1 @@
+"""Test doubles users can run too: the reference seq server (demo, tests, bench)."""

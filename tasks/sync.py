@@ -1,0 +1,204 @@
+"""Thin Prefect tasks around the steps of one instance sync (``syncflow.engine``), for every kind.
+
+Tasks get ids, names and numbers, never secrets or connections: the read tasks open the
+instance's source from its block *name* (``blocks.connections``, one open source per block in
+this process). Blocking work (HTTP, database drivers, the store) runs in a thread. Retries are
+the block's policy, set by the flow with ``with_options``; only transient errors are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run as task_run_runtime
+
+from blocks.connections import open_source
+from syncflow import engine
+from syncflow.engine import lease
+from syncflow.errors import RateLimitedError, SyncError, TransientSyncError
+from syncflow.reports.changes import changes_key, changes_markdown
+from syncflow.store.sync_state import LeaseLostError
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what a retry can help (5xx, timeouts, refused or dropped connections, 429).
+
+    A plain ``def``: Prefect silently ignores a callable object or a ``functools.partial``.
+    """
+    return isinstance(state.data, TransientSyncError)
+
+
+async def _rate_limited(exc: RateLimitedError, max_delay: float) -> None:
+    """Prefect never honours a server's Retry-After: sleep it (capped) before the retry."""
+    if exc.retry_after:
+        await asyncio.sleep(min(exc.retry_after, max_delay))
+
+
+def _check_lease(run: engine.InstanceRun, when: str) -> None:
+    if lease.lost(instance_id=run.instance_id, category=run.category, owner=run.owner):
+        raise LeaseLostError(f"{run.instance_name}: lost the single-flight lease {when}")
+
+
+@task(name="begin-sync", cache_policy=NO_CACHE)
+async def begin_sync(
+    record_id: int, owner: str, lease_seconds: float, flow_run_id: str | None, options: dict[str, Any] | None
+) -> engine.InstanceRun | engine.Skipped:
+    """Mark the record running, take the single-flight lease and keep it alive until finish."""
+    run = await asyncio.to_thread(
+        lambda: engine.begin_instance_sync(
+            record_id=record_id, owner=owner, lease_seconds=lease_seconds, flow_run_id=flow_run_id, options=options
+        )
+    )
+    if isinstance(run, engine.InstanceRun):
+        lease.keep(instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease_seconds)
+    return run
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """The non-secret part of the block: page size, retries, and what the source is."""
+
+    batch_size: int
+    retry_delays: list[float]
+    jitter: float
+    max_delay: float
+    source: str
+
+    def retry_options(self) -> dict[str, Any]:
+        """Task options for a read: retries per the instance block's policy."""
+        return {
+            "retries": len(self.retry_delays),
+            "retry_delay_seconds": self.retry_delays or 0,
+            "retry_jitter_factor": self.jitter or None,
+        }
+
+
+@task(name="plan-read", cache_policy=NO_CACHE)
+async def plan_read(run: engine.InstanceRun) -> ReadPlan:
+    opened = await open_source(run.kind, run.block_name, run.instance_name)
+    p = opened.policy
+    return ReadPlan(
+        batch_size=run.opts.batch_size or p.batch_size or 500,
+        retry_delays=p.delays(),
+        jitter=p.jitter,
+        max_delay=p.max_delay,
+        source=opened.describe,
+    )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    result: engine.ChunkResult
+    attempts: int
+
+
+@task(name="sync-batches", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+async def sync_batches(run: engine.InstanceRun, count: int, max_batches: int, max_delay: float = 60) -> Chunk:
+    """Fetch and store up to ``max_batches`` pages from the committed cursor on (one
+    transaction per page).
+
+    A retry resumes after the last committed page and stops after its first page: the next
+    chunk is a new task run with the whole retry budget, so every fetch gets the block's
+    max_retries, however long the sync."""
+    opened = await open_source(run.kind, run.block_name, run.instance_name)
+    attempt = task_run_runtime.get_run_count()
+    batches = 1 if attempt > 1 else max_batches
+    try:
+        result = await asyncio.to_thread(
+            lambda: engine.sync_chunk(run, opened.source.read_page, count=count, max_batches=batches)
+        )
+    except RateLimitedError as exc:
+        await _rate_limited(exc, max_delay)
+        raise
+    _check_lease(run, "between batches")
+    return Chunk(result=result, attempts=attempt)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    items: list[Any]
+    attempts: int
+
+
+@task(name="read-snapshot", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+async def read_snapshot(run: engine.InstanceRun, max_delay: float = 60) -> Snapshot:
+    """Everything the source has for ``run.category`` now. A :class:`SyncError` leaves with
+    ``attempts``: how many times this read ran (for the record's details)."""
+    opened = await open_source(run.kind, run.block_name, run.instance_name)
+    attempt = task_run_runtime.get_run_count()
+    try:
+        items = await asyncio.to_thread(opened.source.read_snapshot, run.category)
+    except RateLimitedError as exc:
+        exc.attempts = attempt  # type: ignore[attr-defined]
+        await _rate_limited(exc, max_delay)
+        raise
+    except SyncError as exc:
+        exc.attempts = attempt  # type: ignore[attr-defined]
+        raise
+    return Snapshot(items=items, attempts=attempt)
+
+
+@task(name="store-snapshot", cache_policy=NO_CACHE)
+async def store_snapshot(run: engine.InstanceRun, items: list[Any]) -> engine.Stored:
+    """Diff/append the snapshot with the record's counts and the lease check, in one transaction."""
+    _check_lease(run, "while reading")
+    return await asyncio.to_thread(engine.store_snapshot, run, items)
+
+
+@task(name="finish-sync", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
+async def finish_sync(run: engine.InstanceRun, outcome: str, details: dict[str, Any] | None, error: str | None) -> str:
+    """Record the outcome and give the lease back (the keeper stops first)."""
+    lease.release(instance_id=run.instance_id, category=run.category, owner=run.owner)
+    return await asyncio.to_thread(
+        lambda: engine.finish_instance_sync(run, outcome=outcome, details=details, error=error)
+    )
+
+
+async def show_progress(artifact_id: Any, *, run: engine.InstanceRun, done: int, remaining: int | None) -> Any:
+    """The run's progress artifact (items stored / to fetch): created on first call, then updated.
+
+    Only syncs longer than one chunk get one: an artifact is an API call, and a short sync's
+    progress is its final state."""
+    from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+
+    if artifact_id is None:
+        artifact_id = await acreate_progress_artifact(
+            progress=0.0, description=f"{run.category} of {run.instance_name}: items stored / to fetch"
+        )
+    total = done + (remaining or 0)
+    await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
+    return artifact_id
+
+
+async def publish_changes(run: engine.InstanceRun, stored: engine.Stored) -> None:
+    """A markdown artifact of what a snapshot changed, keyed per (category, instance) so its
+    versions line up in the UI; nothing when nothing changed."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    if not stored.changes_total:
+        return
+    await acreate_markdown_artifact(
+        markdown=changes_markdown(run.category, run.instance_name, run.session_id, stored),
+        key=changes_key(run.category, run.instance_name, run.instance_id),
+        description=f"{run.category} changes of {run.instance_name}",
+    )
+
+
+__all__ = [
+    "Chunk",
+    "ReadPlan",
+    "Snapshot",
+    "begin_sync",
+    "finish_sync",
+    "plan_read",
+    "publish_changes",
+    "read_snapshot",
+    "retry_transient",
+    "show_progress",
+    "store_snapshot",
+    "sync_batches",
+]
