@@ -1,0 +1,1 @@
+"""Test doubles of syncflow's sources (no network, no services)."""
