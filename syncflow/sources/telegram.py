@@ -46,8 +46,8 @@ Why the shape:
   ChannelPrivate, ChatForbidden, ChatAdminRequired, ChannelInvalid,
   PeerIdInvalid, UserBannedInChannel, ValueError of get_entity,
   other 400/403/404 RPC errors                                      PermanentSyncError
-  ConnectionError, OSError, TimeoutError, ServerError, RpcCallFail,
-  TimedOut, Telethon's transport errors                             TransientSyncError
+  ConnectionError, OSError, TimeoutError, IncompleteReadError,
+  ServerError, RpcCallFail, TimedOut, Telethon's transport errors   TransientSyncError
   ================================================================  =======================
 
   A FloodWait up to ``flood_wait_max`` seconds is slept once (in the calling thread, so
@@ -279,6 +279,8 @@ _LOGIN_ERRORS: Final = (
 _TRANSIENT_ERRORS: Final = (
     OSError,  # ConnectionError, TimeoutError (= asyncio.TimeoutError) are OSErrors
     asyncio.TimeoutError,
+    asyncio.IncompleteReadError,  # the peer (or a proxy) closed mid-packet: Telethon's own "network error"
+    EOFError,
     concurrent.futures.TimeoutError,
     tg_errors.ServerError,
     tg_errors.RpcCallFailError,
@@ -921,17 +923,24 @@ class TelegramConnection:
             with TelegramConnection._registry_lock:
                 if TelegramConnection._registry.get(self.key) is self:
                     del TelegramConnection._registry[self.key]
-        if self._client is not None:
-            try:
-                self._loop.submit(self._disconnect()).result(_DISCONNECT_TIMEOUT)
-            except Exception as exc:  # closing must not fail; say why it was unclean
-                logger.warning("telegram account %r: disconnect failed (%s)", self.key, type(exc).__name__)
+        try:
+            self._loop.submit(self._shutdown()).result(_DISCONNECT_TIMEOUT)
+        except Exception as exc:  # closing must not fail; say why it was unclean
+            logger.warning("telegram account %r: disconnect failed (%s)", self.key, type(exc).__name__)
         self._loop.stop()
 
-    async def _disconnect(self) -> None:
+    async def _shutdown(self) -> None:
+        """Disconnect, then cancel what still runs so that no caller waits for a dead loop."""
         client, self._client, self._ready = self._client, None, False
-        if client is not None:
-            await _maybe_await(client.disconnect())
+        try:
+            if client is not None:
+                await _maybe_await(client.disconnect())
+        finally:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -------------------------------------------------------------- machinery
 
@@ -939,9 +948,15 @@ class TelegramConnection:
         if self._loop.is_current:
             coro.close()
             raise ConfigError(f"{_where(self.key, None)}: a sync call from the connection's own loop would deadlock")
-        future = self._loop.submit(coro)
+        try:
+            future = self._loop.submit(coro)
+        except RuntimeError:  # the loop is closed: close() won the race
+            coro.close()
+            raise ConnectionError("the connection is closed") from None
         try:
             return future.result(self.call_timeout)
+        except concurrent.futures.CancelledError:
+            raise ConnectionError("the connection was closed while the call ran") from None
         except concurrent.futures.TimeoutError:
             if future.done():  # the call itself timed out (TimeoutError is one class since 3.11)
                 raise
@@ -968,7 +983,7 @@ class TelegramConnection:
         client = await self._ensure_ready()
         try:
             return await op(client)
-        except (TimeoutError, OSError, *_AUTH_ERRORS):
+        except (*_TRANSIENT_ERRORS, *_AUTH_ERRORS):
             self._ready = False  # reconnect / re-check authorisation on the next call
             raise
 
@@ -1032,7 +1047,10 @@ class TelegramConnection:
         infos = []
         async for dialog in client.iter_dialogs(archived=archived):
             self._entities[_peer_id(dialog.entity) or dialog.id] = dialog.entity
-            infos.append(chat_info(dialog.entity, archived=bool(dialog.archived)))
+            try:
+                infos.append(chat_info(dialog.entity, archived=bool(dialog.archived)))
+            except ProtocolError as exc:  # a newer kind of peer: skip it, list the rest
+                logger.warning("%s: dialog %s skipped: %s", _where(self.key, None), dialog.id, exc)
         if archived is None:
             self._dialogs_scanned = True
         return infos

@@ -27,6 +27,7 @@ chat on that client.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -547,6 +548,8 @@ class FakeTelegramClient:
     async def connect(self) -> None:
         self._log("connect")
         self._enter("connect", needs_auth=False)
+        for _ in range(3):  # a real connect suspends (socket, handshake): let other tasks interleave
+            await asyncio.sleep(0)
         self.connected = True
 
     async def is_user_authorized(self) -> bool:
