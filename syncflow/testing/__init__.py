@@ -1,1 +1,1 @@
-"""Test doubles users can run too: the reference seq server (demo, tests, bench)."""
+"""Test doubles users can run too: the reference seq server (demo, tests, bench) and a fake Telegram client."""
