@@ -160,8 +160,10 @@ def test_column_orders_are_documented() -> None:
 
 
 def test_generic_columns_match_the_seq_protocol_store() -> None:
-    seq_http = pytest.importorskip("syncflow.sources.seq_http")
-    assert seq_http.MESSAGE_COLUMNS == GENERIC_COLUMNS
+    from syncflow.sources.http_seq import MESSAGE_COLUMNS
+    from syncflow.store.messages import COLUMNS
+
+    assert MESSAGE_COLUMNS == GENERIC_COLUMNS == COLUMNS
 
 
 def test_type_codes_are_stable() -> None:
