@@ -771,6 +771,29 @@ def list_sessions(
     return SessionPage(items=items, total=total, limit=limit, offset=offset)
 
 
+def record_totals(session: Session, session_ids: Sequence[str]) -> dict[str, tuple[dict[str, int], int]]:
+    """Per session id: its records by status and the items they synced (the totals of
+    :func:`syncflow.schemas.session_view`), in one query."""
+    out: dict[str, tuple[dict[str, int], int]] = {sid: ({}, 0) for sid in session_ids}
+    if not session_ids:
+        return out
+    rows = session.execute(
+        select(
+            SyncInstanceRecord.session_id,
+            SyncInstanceRecord.status,
+            func.count(),
+            func.coalesce(func.sum(SyncInstanceRecord.items_synced), 0),
+        )
+        .where(SyncInstanceRecord.session_id.in_(list(session_ids)))
+        .group_by(SyncInstanceRecord.session_id, SyncInstanceRecord.status)
+    ).all()
+    for sid, status, n, items in rows:
+        counts, total = out[sid]
+        counts[status] = n
+        out[sid] = (counts, total + int(items))
+    return out
+
+
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -881,6 +904,7 @@ __all__ = [
     "list_sessions",
     "max_overlap",
     "open_session",
+    "record_totals",
     "records_in_order",
     "retry_failed",
     "session_summary",
