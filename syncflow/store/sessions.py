@@ -687,39 +687,6 @@ def close_session_of_run(session: Session, *, flow_run_id: str, outcome: str, re
     return ids
 
 
-def session_summary(row: SyncSession, *, with_details: bool = False) -> dict[str, Any]:
-    """A session and its records as plain JSON-able data (flow results, CLI output)."""
-    records = []
-    for r in row.records:
-        item: dict[str, Any] = {
-            "instance": r.instance_name,
-            "status": r.status,
-            "synced": r.items_synced,
-            "created": r.items_created,
-            "updated": r.items_updated,
-            "unchanged": r.items_unchanged,
-            "deleted": r.items_deleted,
-            "duration_s": r.duration_seconds,
-            "error": r.error_message,
-        }
-        if with_details:
-            item["details"] = r.sync_details
-        records.append(item)
-    return {
-        "session_id": row.session_id,
-        "status": row.status,
-        "sync_category": row.sync_category,
-        "sync_type": row.sync_type,
-        "created_by": row.created_by,
-        "flow_run_id": row.flow_run_id,
-        "retry_of": row.retry_of,
-        "total_instances": row.total_instances,
-        "successful_instances": row.successful_instances,
-        "failed_instances": row.failed_instances,
-        "records": records,
-    }
-
-
 # ------------------------------------------------------------------------- read side
 
 
@@ -907,7 +874,6 @@ __all__ = [
     "record_totals",
     "records_in_order",
     "retry_failed",
-    "session_summary",
     "skip_instance_sync",
     "start_instance_sync",
     "sweep",
