@@ -9,7 +9,7 @@ This is what the session flow's tasks call (``tasks/session.py``, ``tasks/sessio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from syncflow.settings import get_settings
 from syncflow.store import pauses
 from syncflow.store import sessions as sessions_
 from syncflow.store.db import session_scope
-from syncflow.store.models import Category, Instance, SessionStatus, SyncSession, SyncType
+from syncflow.store.models import Category, Instance, SessionStatus, SyncSession
 
 
 @dataclass(frozen=True)
@@ -57,33 +57,12 @@ def _planned(s: Session, row: SyncSession) -> PlannedSession:
 # ------------------------------------------------------------------------- opening
 
 
-def plan_session(
-    *,
-    sync_category: str,
-    sync_type: str = SyncType.MANUAL_BATCH.value,
-    instances: Sequence[str] = (),
-    tags: Sequence[str] = (),
-    created_by: str | None = None,
-    priorities: Mapping[str, int] | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-    flow_run_id: str | None = None,
-    session_id: str | None = None,
-) -> PlannedSession:
-    """Open a session and its records (:func:`syncflow.store.sessions.open_session`) and
-    return its plan, highest priority first; a session with no record finishes at once."""
+def plan_session(**spec: Any) -> PlannedSession:
+    """Open a session and its records (``spec``: the keywords of
+    :func:`syncflow.store.sessions.open_session`) and return its plan, highest priority first;
+    a session with no record finishes at once."""
     with session_scope() as s:
-        row = sessions_.open_session(
-            s,
-            sync_category=sync_category,
-            sync_type=sync_type,
-            instances=instances,
-            tags=tags,
-            created_by=created_by,
-            priorities=priorities,
-            options=options,
-            flow_run_id=flow_run_id,
-            session_id=session_id,
-        )
+        row = sessions_.open_session(s, **spec)
         plan = _planned(s, row)
         if not plan.records:
             sessions_.finish_session(s, session_id=row.session_id)

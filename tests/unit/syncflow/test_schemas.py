@@ -5,12 +5,44 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from syncflow.reports.sessions import TABLE_FIELDS, records_table, summary_markdown
 from syncflow.schemas import RecordView, SessionView, record_view, session_detail_view, session_view
 from syncflow.store.models import SyncInstanceRecord, SyncSession
 
 T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def _record(
+    rid: int,
+    name: str,
+    status: str,
+    priority: int,
+    seconds: float | None,
+    items: tuple[int, ...] = (0, 0, 0, 0),
+    **kw: Any,
+) -> SyncInstanceRecord:
+    synced, created, updated, unchanged = items
+    return SyncInstanceRecord(
+        id=rid,
+        session_id="s-1",
+        instance_id=10 + rid,
+        instance_name=name,
+        sync_category="messages",
+        status=status,
+        priority=priority,
+        options=None,
+        started_at=T0,
+        completed_at=None if seconds is None else T0 + dt.timedelta(seconds=seconds),
+        items_synced=synced,
+        items_created=created,
+        items_updated=updated,
+        items_unchanged=unchanged,
+        items_deleted=0,
+        flow_run_id=None,
+        **{"error_message": None, "sync_details": None, **kw},
+    )
 
 
 def _session() -> SyncSession:
@@ -31,59 +63,10 @@ def _session() -> SyncSession:
         created_at=T0,
         updated_at=T0,
     )
-    common = {"session_id": "s-1", "sync_category": "messages", "options": None, "flow_run_id": None}
     row.records = [
-        SyncInstanceRecord(
-            id=1,
-            instance_id=10,
-            instance_name="low",
-            status="completed",
-            priority=1,
-            started_at=T0,
-            completed_at=T0 + dt.timedelta(seconds=4),
-            items_synced=400,
-            items_created=300,
-            items_updated=50,
-            items_unchanged=50,
-            items_deleted=0,
-            error_message=None,
-            sync_details={"batches": 1},
-            **common,
-        ),
-        SyncInstanceRecord(
-            id=2,
-            instance_id=11,
-            instance_name="high",
-            status="failed",
-            priority=9,
-            started_at=T0,
-            completed_at=T0 + dt.timedelta(seconds=1),
-            items_synced=0,
-            items_created=0,
-            items_updated=0,
-            items_unchanged=0,
-            items_deleted=0,
-            error_message="HTTP 401 from high | auth",
-            sync_details=None,
-            **common,
-        ),
-        SyncInstanceRecord(
-            id=3,
-            instance_id=12,
-            instance_name="busy",
-            status="running",
-            priority=5,
-            started_at=T0,
-            completed_at=None,
-            items_synced=250,
-            items_created=250,
-            items_updated=0,
-            items_unchanged=0,
-            items_deleted=0,
-            error_message=None,
-            sync_details={"batches": 1, "cursor": 250, "remaining": 750},
-            **common,
-        ),
+        _record(1, "low", "completed", 1, 4, items=(400, 300, 50, 50), sync_details={"batches": 1}),
+        _record(2, "high", "failed", 9, 1, error_message="HTTP 401 from high | auth"),
+        _record(3, "busy", "running", 5, None, items=(250, 250, 0, 0), sync_details={"cursor": 250, "remaining": 750}),
     ]
     return row
 
