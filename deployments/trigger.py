@@ -12,7 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-MANUAL_BATCH = "sync-session/manual-batch"
+from syncflow.names import MANUAL_BATCH, category_tag
+from tasks import prefect_api as pf
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,6 @@ class Triggered:
         }
 
 
-def category_tag(category: str) -> str:
-    """The tag every session run of ``category`` carries (queue admin filters runs by it).
-
-    Not ``sync:<category>``: that name is the concurrency limit's tag, and a tag limit
-    would also take slots for the task runs of the parent."""
-    return f"category:{category}"
-
-
 async def trigger_session(
     parameters: dict[str, Any],
     *,
@@ -46,29 +39,12 @@ async def trigger_session(
     idempotency_key: str | None = None,
 ) -> Triggered:
     """Create a flow run of ``deployment`` (``flow-name/deployment-name``) with ``parameters``
-    (the ``sync_session`` flow's) and return without waiting for it.
+    (the ``sync_session`` flow's), tagged ``category:<category>``, and return without waiting.
 
     Raises :class:`syncflow.errors.NotFoundError` when the deployment does not exist (run
     ``prefect deploy --all`` first)."""
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-
-    from syncflow.errors import NotFoundError
-
     session_id = str(parameters.get("session_id") or uuid.uuid4())
     params = {**parameters, "session_id": session_id}
     category = str(params.get("category") or "messages")
-    try:
-        run = await run_deployment(
-            deployment,
-            parameters=params,
-            timeout=0,
-            as_subflow=False,
-            idempotency_key=idempotency_key,
-            tags=[category_tag(category)],
-        )
-    except ObjectNotFound:
-        raise NotFoundError(
-            f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
-        ) from None
-    return Triggered(session_id, str(run.id), run.name, deployment)
+    run = await pf.start_run(deployment, params, idempotency_key=idempotency_key, tags=[category_tag(category)])
+    return Triggered(session_id, run.flow_run_id, run.name, deployment)

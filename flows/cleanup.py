@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from syncflow.settings import get_settings
-from syncflow.store import sessions as book
-from syncflow.store.db import session_scope
-from syncflow.store.sync_state import release_expired
-
-
-def _cleanup(retention_days: int) -> dict[str, Any]:
-    with session_scope() as s:
-        deleted = book.cleanup_sessions(s, older_than_days=retention_days)
-    with session_scope() as s:
-        released = release_expired(s)
-    return {"deleted_sessions": deleted, "retention_days": retention_days, "released_leases": released}
+from tasks.session import cleanup_sessions
 
 
 @flow(name="cleanup", log_prints=False)
@@ -29,7 +18,7 @@ async def cleanup(retention_days: int | None = None) -> dict[str, Any]:
     days = get_settings().retention_days if retention_days is None else retention_days
     if days < 0:
         raise ValueError(f"retention_days must not be negative, not {days}")
-    out = await asyncio.to_thread(_cleanup, days)
+    out = await cleanup_sessions(days)
     get_run_logger().info(
         "deleted %d finished session(s) older than %d day(s); cleared %d expired lease(s)",
         out["deleted_sessions"],

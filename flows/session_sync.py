@@ -10,13 +10,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.states import Cancelled
 
-from deployments.setup import DEFAULT_LIMITS  # the seed's defaults: one table, also what `syncflow setup` creates
-from deployments.trigger import category_tag
 from flows.db_instance_sync import sync_db_instance
 from flows.instance_sync import sync_instance
+from syncflow import names
 from syncflow.store.models import Category, SessionStatus, SyncType
+from tasks import artifacts
+from tasks import prefect_api as pf
+from tasks import session as book
 from tasks import session_control as ctl
-from tasks.session import open_session, session_summary
 
 # Which subflow syncs an instance of each kind (http-seq, and anything else, by sync_instance).
 DB_KINDS = frozenset({"postgres", "mysql"})
@@ -72,13 +73,13 @@ async def sync_session(
     if category == Category.MESSAGES and refresh_metadata and not retry_of:
         metadata_session = await _refresh_metadata(instances, tags, sync_type, created_by, scale_out)
     if retry_of:
-        plan = await ctl.open_retry_session(retry_of, created_by, flow_run_runtime.id, session_id)
+        plan = await book.open_retry_session(retry_of, created_by, flow_run_runtime.id, session_id)
         category = plan.category
-        limit = await ctl.ensure_concurrency_limit(category, concurrency or DEFAULT_LIMITS.get(category, 3))
+        limit = await pf.ensure_concurrency_limit(category, concurrency or names.default_limit(category))
     else:
         # before our own records exist: they would count as a live sync of the category
-        limit = await ctl.ensure_concurrency_limit(category, concurrency or DEFAULT_LIMITS.get(category, 3))
-        plan = await open_session(
+        limit = await pf.ensure_concurrency_limit(category, concurrency or names.default_limit(category))
+        plan = await book.open_session(
             sync_category=category,
             sync_type=sync_type,
             instances=instances or [],
@@ -92,7 +93,7 @@ async def sync_session(
     if limit["reset_slots"]:
         logger.warning("%s: released %d stale slot(s) of dead holders", limit["name"], limit["reset_slots"])
     logger.info("session %s: %d instance(s), limit %s", plan.session_id, len(plan.records), limit["name"])
-    progress = await ctl.create_progress(plan) if plan.records else None
+    progress = await artifacts.create_progress(plan) if plan.records else None
 
     cancelled: dict[str, str] = {}
     started: set[int] = set()
@@ -115,7 +116,7 @@ async def sync_session(
         try:
             if i:
                 await turns[i - 1].wait()
-            async with ctl.hold_slot(ctl.limit_name(category)):  # concurrency(..., strict=True)
+            async with pf.hold_slot(names.limit_name(category)):  # concurrency(..., strict=True)
                 turns[i].set()
                 if cancelled:
                     return None
@@ -129,7 +130,7 @@ async def sync_session(
             turns[i].set()
             done += 1
             if progress is not None:
-                await ctl.update_progress(progress, done, len(plan.records))
+                await artifacts.update_progress(progress, done, len(plan.records))
 
     watcher = asyncio.create_task(ctl.watch_cancellation(plan.session_id, flow_run_runtime.id, on_cancel))
     try:
@@ -142,46 +143,36 @@ async def sync_session(
     errors = [o for o in outcomes if isinstance(o, Exception)]
     if errors:  # e.g. no slot could be had: records that never ran must not stay pending
         logger.error("session %s: %d instance(s) could not run: %s", plan.session_id, len(errors), errors[0])
-        await ctl.close_open_records(plan.session_id, f"could not run: {type(errors[0]).__name__}: {errors[0]}")
+        await book.close_open_records(plan.session_id, f"could not run: {type(errors[0]).__name__}: {errors[0]}")
     else:  # a child run that died (killed worker) leaves its record open: close it, say how
         ended = [o.name for o in outcomes if hasattr(o, "is_crashed") and (o.is_crashed() or o.is_cancelled())]
-        await ctl.close_open_records(
+        await book.close_open_records(
             plan.session_id, "instance run ended without closing its record" + (f": {ended[0]}" if ended else "")
         )
 
-    await ctl.publish_artifacts(plan.session_id)
-    summary = await session_summary(plan.session_id)
-    if metadata_session is not None:
-        summary["metadata_session_id"] = metadata_session
-    if summary["status"] == SessionStatus.CANCELLED:
+    view = await book.session_summary(plan.session_id)
+    await artifacts.publish_artifacts(view)
+    if view.status == SessionStatus.CANCELLED:
         reason = cancelled.get("reason") or f"session {plan.session_id} was cancelled"
         return Cancelled(message=reason)
-    if summary["failed_instances"]:
-        failed = [r["instance"] for r in summary["records"] if r["status"] == "failed"]
+    if view.failed_instances:
+        failed = [r.instance_name or str(r.instance_id) for r in view.records if r.status == "failed"]
         raise SessionFailed(f"session {plan.session_id}: {len(failed)} instance(s) failed: {', '.join(failed)}")
+    summary = view.model_dump(mode="json")  # the one session shape (syncflow.schemas), as JSON data
+    if metadata_session is not None:
+        summary["metadata_session_id"] = metadata_session
     return summary
-
-
-# Scale-out: the deployments (prefect.yaml) that run one instance sync on any worker.
-INSTANCE_DEPLOYMENT = "sync-instance/instance"
-DB_INSTANCE_DEPLOYMENT = "sync-db-instance/db-instance"
 
 
 async def _run_child_deployment(rec: Any, category: str) -> Any:
     """Run one instance sync as a deployment run (any worker of the pool) and wait for its
     final state; the run is linked to this parent in the Prefect UI."""
-    from prefect.deployments import run_deployment
-
-    name = DB_INSTANCE_DEPLOYMENT if rec.kind in DB_KINDS else INSTANCE_DEPLOYMENT
-    run = await run_deployment(
+    name = names.DB_INSTANCE_DEPLOYMENT if rec.kind in DB_KINDS else names.INSTANCE_DEPLOYMENT
+    return await pf.run_child(
         name,
-        parameters={"record_id": rec.record_id, "instance": rec.instance, "category": category},
-        timeout=None,
-        poll_interval=1,
-        as_subflow=True,
-        tags=[category_tag(category)],
+        {"record_id": rec.record_id, "instance": rec.instance, "category": category},
+        tags=[names.category_tag(category)],
     )
-    return run.state
 
 
 async def _refresh_metadata(
@@ -190,13 +181,13 @@ async def _refresh_metadata(
     """The seed's rule: before messages, a metadata session over the same instances (those
     that have metadata). Returns its session id (None when there was nothing to refresh)."""
     logger = get_run_logger()
-    names = await ctl.metadata_targets(instances or [], tags or [])
-    if not names:
+    targets = await book.metadata_targets(instances or [], tags or [])
+    if not targets:
         return None
     sid = str(uuid.uuid4())
     state = await sync_session(
         category=Category.METADATA.value,
-        instances=names,
+        instances=targets,
         session_id=sid,
         sync_type=sync_type,
         created_by=created_by,
@@ -206,4 +197,4 @@ async def _refresh_metadata(
     )
     if not state.is_completed():
         logger.warning("metadata refresh before messages ended %s: %s (messages go on)", state.name, state.message)
-    return sid if await ctl.session_exists(sid) else None
+    return sid if await book.session_exists(sid) else None

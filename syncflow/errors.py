@@ -30,6 +30,14 @@ class IllegalTransitionError(SyncflowError):
     """A state change that the session/record life cycle does not allow."""
 
 
+class PrefectUnavailable(SyncflowError):
+    """The Prefect API could not be reached, did not answer in time, or refused a request."""
+
+
+class DeploymentMissing(SyncflowError):
+    """The deployment to run does not exist on the Prefect API (``prefect deploy --all`` first)."""
+
+
 class SyncError(SyncflowError):
     """A sync of one instance failed."""
 
@@ -70,10 +78,12 @@ __all__ = [
     "AlreadyExistsError",
     "AuthError",
     "ConfigError",
+    "DeploymentMissing",
     "IllegalTransitionError",
     "LockedError",
     "NotFoundError",
     "PermanentSyncError",
+    "PrefectUnavailable",
     "ProtocolError",
     "RateLimitedError",
     "SyncError",

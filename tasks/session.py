@@ -1,65 +1,73 @@
-"""Thin Prefect tasks around session book-keeping (syncflow.store.sessions)."""
+"""Thin wrappers around the session book-keeping (:mod:`syncflow.store.book`), each unit of
+work run in a thread. The steps a session shows in the Prefect UI are tasks; the helpers the
+session flow calls on its final path are plain coroutines."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import select
 
-from syncflow.store import sessions as book
-from syncflow.store.db import session_scope
-from syncflow.store.models import Instance
-
-
-@dataclass(frozen=True)
-class PlannedRecord:
-    record_id: int
-    instance: str
-    priority: int
-    options: dict[str, Any] | None
-    kind: str = "http-seq"  # the instance's kind: which subflow syncs it
-
-
-@dataclass(frozen=True)
-class PlannedSession:
-    session_id: str
-    category: str
-    records: list[PlannedRecord]
-
-
-def _open(kwargs: dict[str, Any]) -> PlannedSession:
-    with session_scope() as s:
-        row = book.open_session(s, **kwargs)
-        recs = book.records_in_order(s, session_id=row.session_id)
-        if not recs:
-            book.finish_session(s, session_id=row.session_id)
-        ids = {r.instance_id for r in recs}
-        kinds = dict(s.execute(select(Instance.id, Instance.kind).where(Instance.id.in_(ids))).tuples().all())
-        return PlannedSession(
-            session_id=row.session_id,
-            category=row.sync_category,
-            records=[
-                PlannedRecord(r.id, r.instance_name or "", r.priority, r.options, kinds.get(r.instance_id, "http-seq"))
-                for r in recs
-            ],
-        )
+from syncflow.schemas import SessionDetailView
+from syncflow.store import book
+from syncflow.store.book import PlannedRecord, PlannedSession
 
 
 @task(name="open-session", cache_policy=NO_CACHE)
 async def open_session(**kwargs: Any) -> PlannedSession:
     """Create the session and its records (highest priority first)."""
-    return await asyncio.to_thread(_open, kwargs)
+    return await asyncio.to_thread(lambda: book.plan_session(**kwargs))
 
 
-def _summary(session_id: str) -> dict[str, Any]:
-    with session_scope() as s:
-        return book.session_summary(book.get_session(s, session_id=session_id, with_records=True))
+@task(name="open-retry-session", cache_policy=NO_CACHE)
+async def open_retry_session(
+    retry_of: str, created_by: str | None, flow_run_id: str | None, session_id: str | None
+) -> PlannedSession:
+    """A new session over the failed instances of ``retry_of`` (highest priority first)."""
+    return await asyncio.to_thread(
+        lambda: book.plan_retry(
+            retry_of=retry_of, created_by=created_by, flow_run_id=flow_run_id, session_id=session_id
+        )
+    )
+
+
+@task(name="metadata-targets", cache_policy=NO_CACHE)
+async def metadata_targets(names: list[str], tags: list[str]) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata."""
+    return await asyncio.to_thread(book.metadata_targets, names, tags)
 
 
 @task(name="session-summary", cache_policy=NO_CACHE)
-async def session_summary(session_id: str) -> dict[str, Any]:
-    return await asyncio.to_thread(_summary, session_id)
+async def session_summary(session_id: str) -> SessionDetailView:
+    """The session and its records, as the one view (:mod:`syncflow.schemas`)."""
+    return await asyncio.to_thread(book.session_detail, session_id)
+
+
+@task(name="cleanup-sessions", cache_policy=NO_CACHE)
+async def cleanup_sessions(retention_days: int) -> dict[str, Any]:
+    """Delete finished sessions older than the retention and release expired leases."""
+    return await asyncio.to_thread(book.cleanup, retention_days)
+
+
+async def session_exists(session_id: str) -> bool:
+    return await asyncio.to_thread(book.session_exists, session_id)
+
+
+async def close_open_records(session_id: str, reason: str) -> None:
+    """Fail the records that never ran (the session then finishes); no-op when it ended."""
+    await asyncio.to_thread(book.close_open_records, session_id, reason)
+
+
+__all__ = [
+    "PlannedRecord",
+    "PlannedSession",
+    "cleanup_sessions",
+    "close_open_records",
+    "metadata_targets",
+    "open_retry_session",
+    "open_session",
+    "session_exists",
+    "session_summary",
+]

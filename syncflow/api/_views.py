@@ -1,19 +1,18 @@
-"""Store reads shaped for the API: rows to response models, statistics (pandas)."""
+"""Store reads shaped for the API: statistics (pandas). Sessions and records are answered in
+the one shape of :mod:`syncflow.schemas`."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.api import schemas as m
 from syncflow.errors import ConfigError
 from syncflow.store.models import (
     Category,
-    RecordStatus,
     SessionStatus,
     SyncInstanceRecord,
     SyncSession,
@@ -22,112 +21,6 @@ from syncflow.store.models import (
 )
 
 MAX_BUCKETS = 2000
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def record_out(r: SyncInstanceRecord, now: dt.datetime | None = None) -> m.RecordOut:
-    dur = r.duration_seconds
-    progress = None
-    if r.status == RecordStatus.RUNNING:
-        details = r.sync_details or {}
-        remaining = _int(details.get("remaining"))
-        percent = None
-        if remaining is not None and r.items_synced + remaining > 0:
-            percent = round(100.0 * r.items_synced / (r.items_synced + remaining), 1)
-        elapsed = ((now or utcnow()) - r.started_at).total_seconds() if r.started_at else None
-        progress = m.Progress(
-            batches=_int(details.get("batches")),
-            cursor=_int(details.get("cursor")),
-            remaining=remaining,
-            percent=percent,
-            elapsed_seconds=round(elapsed, 3) if elapsed is not None else None,
-        )
-    return m.RecordOut(
-        id=r.id,
-        instance_id=r.instance_id,
-        instance_name=r.instance_name,
-        sync_category=r.sync_category,  # type: ignore[arg-type]
-        status=r.status,  # type: ignore[arg-type]
-        priority=r.priority,
-        options=r.options,
-        started_at=r.started_at,
-        completed_at=r.completed_at,
-        duration_seconds=dur,
-        items_synced=r.items_synced,
-        items_created=r.items_created,
-        items_updated=r.items_updated,
-        items_unchanged=r.items_unchanged,
-        items_deleted=r.items_deleted,
-        items_per_second=round(r.items_synced / dur, 1) if dur else None,
-        error_message=r.error_message,
-        sync_details=r.sync_details,
-        flow_run_id=r.flow_run_id,
-        progress=progress,
-    )
-
-
-def _record_counts(s: Session, ids: Sequence[str]) -> dict[str, tuple[dict[str, int], int]]:
-    out: dict[str, tuple[dict[str, int], int]] = {sid: ({}, 0) for sid in ids}
-    if not ids:
-        return out
-    rows = s.execute(
-        select(
-            SyncInstanceRecord.session_id,
-            SyncInstanceRecord.status,
-            func.count(),
-            func.coalesce(func.sum(SyncInstanceRecord.items_synced), 0),
-        )
-        .where(SyncInstanceRecord.session_id.in_(list(ids)))
-        .group_by(SyncInstanceRecord.session_id, SyncInstanceRecord.status)
-    ).all()
-    for sid, status, n, items in rows:
-        counts, total = out[sid]
-        counts[status] = n
-        out[sid] = (counts, total + int(items))
-    return out
-
-
-def _session_fields(row: SyncSession, counts: dict[str, int], items: int) -> dict[str, Any]:
-    return {
-        "session_id": row.session_id,
-        "sync_type": row.sync_type,
-        "sync_category": row.sync_category,
-        "status": row.status,
-        "started_at": row.started_at,
-        "completed_at": row.completed_at,
-        "duration_seconds": row.duration_seconds,
-        "total_instances": row.total_instances,
-        "successful_instances": row.successful_instances,
-        "failed_instances": row.failed_instances,
-        "record_counts": counts,
-        "items_synced": items,
-        "created_by": row.created_by,
-        "flow_run_id": row.flow_run_id,
-        "retry_of": row.retry_of,
-        "error_message": row.error_message,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
-
-
-def sessions_out(s: Session, rows: Sequence[SyncSession]) -> list[m.SessionOut]:
-    counts = _record_counts(s, [r.session_id for r in rows])
-    return [m.SessionOut(**_session_fields(r, *counts[r.session_id])) for r in rows]
-
-
-def session_detail(row: SyncSession) -> m.SessionDetailOut:
-    counts: dict[str, int] = {}
-    for r in row.records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    now = utcnow()
-    records = sorted(row.records, key=lambda r: (-r.priority, r.instance_name or "", r.id))
-    return m.SessionDetailOut(
-        **_session_fields(row, counts, sum(r.items_synced for r in row.records)),
-        records=[record_out(r, now) for r in records],
-    )
 
 
 # --------------------------------------------------------------------------- statistics

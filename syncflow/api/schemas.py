@@ -1,4 +1,6 @@
-"""Request and response models of the console API (the OpenAPI schema is built from these)."""
+"""Request models and API-only response wrappers of the console API (the OpenAPI schema is
+built from these). A session and a record are answered in the one shape of
+:mod:`syncflow.schemas` (``SessionView``, ``SessionDetailView``, ``RecordView``)."""
 
 from __future__ import annotations
 
@@ -7,17 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from syncflow.store.models import Category, RecordStatus, SessionStatus, SyncType
-
-CategoryName = Literal["account", "capacity", "config", "metadata", "messages", "other"]
-SyncTypeName = Literal["scheduled", "manual_batch"]
-SessionStatusName = Literal["running", "completed", "failed", "cancelled"]
-RecordStatusName = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
-
-assert set(CategoryName.__args__) == set(Category.values())  # type: ignore[attr-defined]
-assert set(SyncTypeName.__args__) == set(SyncType.values())  # type: ignore[attr-defined]
-assert set(SessionStatusName.__args__) == set(SessionStatus.values())  # type: ignore[attr-defined]
-assert set(RecordStatusName.__args__) == set(RecordStatus.values())  # type: ignore[attr-defined]
+from syncflow.schemas import CategoryName, RecordView, SessionStatusName, SessionView, SyncTypeName
 
 InstanceName = str
 
@@ -36,64 +28,6 @@ class ValidationErrorOut(BaseModel):
     detail: list[ValidationErrorItem] | str
 
 
-class Progress(BaseModel):
-    """How far a record got: its counters and what its batches reported."""
-
-    batches: int | None = Field(default=None, description="Batches committed so far.")
-    cursor: int | None = Field(default=None, description="Last seq committed (seq syncs).")
-    remaining: int | None = Field(default=None, description="Items the source says are left, when it says.")
-    percent: float | None = Field(default=None, description="synced / (synced + remaining), when remaining is known.")
-    elapsed_seconds: float | None = Field(default=None, description="Seconds since the record started.")
-
-
-class RecordOut(BaseModel):
-    id: int
-    instance_id: int
-    instance_name: str | None
-    sync_category: CategoryName
-    status: RecordStatusName
-    priority: int
-    options: dict[str, Any] | None
-    started_at: dt.datetime | None
-    completed_at: dt.datetime | None
-    duration_seconds: float | None
-    items_synced: int
-    items_created: int
-    items_updated: int
-    items_unchanged: int
-    items_deleted: int
-    items_per_second: float | None = Field(description="items_synced / duration, once finished.")
-    error_message: str | None
-    sync_details: dict[str, Any] | None
-    flow_run_id: str | None
-    progress: Progress | None = Field(description="Set while the record is running.")
-
-
-class SessionOut(BaseModel):
-    session_id: str
-    sync_type: SyncTypeName
-    sync_category: CategoryName
-    status: SessionStatusName
-    started_at: dt.datetime
-    completed_at: dt.datetime | None
-    duration_seconds: float | None
-    total_instances: int
-    successful_instances: int
-    failed_instances: int
-    record_counts: dict[str, int] = Field(description="Records by status (pending, running, completed, ...).")
-    items_synced: int = Field(description="Items synced by all records so far.")
-    created_by: str | None
-    flow_run_id: str | None
-    retry_of: str | None
-    error_message: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class SessionDetailOut(SessionOut):
-    records: list[RecordOut]
-
-
 class QueuedSessionOut(BaseModel):
     """A session whose flow run has not opened it in the store yet (no worker picked it up)."""
 
@@ -103,11 +37,11 @@ class QueuedSessionOut(BaseModel):
     flow_run_name: str
     flow_run_state: str | None
     expected_start_time: dt.datetime | None
-    records: list[RecordOut] = Field(default_factory=list)
+    records: list[RecordView] = Field(default_factory=list)
 
 
 class SessionPageOut(BaseModel):
-    items: list[SessionOut]
+    items: list[SessionView]
     total: int = Field(description="Sessions matching the filters.")
     limit: int
     offset: int

@@ -16,6 +16,8 @@ from syncflow.api import _views as views
 from syncflow.api import schemas as m
 from syncflow.api.deps import READ, WRITE, Console, ConsoleDep, DbDep, utc
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
+from syncflow.names import session_key
+from syncflow.schemas import SessionDetailView, session_detail_view, session_view
 from syncflow.store import instances as inst_svc
 from syncflow.store import pauses as queue_admin
 from syncflow.store import sessions as book
@@ -64,13 +66,15 @@ def list_sessions(
         limit=limit,
         offset=offset,
     )
-    return m.SessionPageOut(items=views.sessions_out(s, page.items), total=page.total, limit=limit, offset=offset)
+    totals = book.record_totals(s, [r.session_id for r in page.items])
+    items = [session_view(r, totals[r.session_id]) for r in page.items]
+    return m.SessionPageOut(items=items, total=page.total, limit=limit, offset=offset)
 
 
-def _load(c: Console, session_id: str) -> m.SessionDetailOut | None:
+def _load(c: Console, session_id: str) -> SessionDetailView | None:
     with session_scope(c.get_engine()) as s:
         try:
-            return views.session_detail(book.get_session(s, session_id=session_id, with_records=True))
+            return session_detail_view(book.get_session(s, session_id=session_id, with_records=True))
         except NotFoundError:
             return None
 
@@ -88,11 +92,11 @@ async def _queued(c: Console, session_id: str) -> pf.QueuedRun | None:
 
 @router.get(
     "/sessions/{session_id}",
-    response_model=m.SessionDetailOut | m.QueuedSessionOut,
+    response_model=SessionDetailView | m.QueuedSessionOut,
     dependencies=READ,
     responses={**ERR, **NOT_FOUND, **BAD},
 )
-async def get_session(c: ConsoleDep, session_id: SessionIdPath) -> m.SessionDetailOut | m.QueuedSessionOut:
+async def get_session(c: ConsoleDep, session_id: SessionIdPath) -> SessionDetailView | m.QueuedSessionOut:
     """A session with its instance records (counts, durations, errors, progress of running ones).
 
     A session started through this API whose flow run no worker has picked up yet answers
@@ -194,15 +198,12 @@ def _plan_batch(c: Console, body: m.ManualBatchIn) -> tuple[list[str], bool]:
 
 
 async def _trigger(c: Console, params: dict[str, Any], session_id: str) -> Any:
-    try:
-        return await pf.trigger(
-            {**params, "session_id": session_id},
-            deployment=c.settings.manual_batch_deployment,
-            idempotency_key=pf.session_key(session_id),
-            timeout=c.settings.prefect_timeout,
-        )
-    except NotFoundError as exc:  # the deployment: the server's configuration, not the request
-        raise pf.DeploymentMissing(str(exc)) from None
+    return await pf.trigger(
+        {**params, "session_id": session_id},
+        deployment=c.settings.manual_batch_deployment,
+        idempotency_key=session_key(session_id),
+        timeout=c.settings.prefect_timeout,
+    )
 
 
 @router.post(

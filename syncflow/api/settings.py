@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from syncflow.names import MANUAL_BATCH
+
 
 class ApiSettings(BaseSettings):
     """The HTTP API's settings. Every field can be set as ``SYNCFLOW_API_<FIELD>``.
@@ -31,7 +33,7 @@ class ApiSettings(BaseSettings):
         description="Whether read endpoints (lists, details, statistics, the page's data) need the token.",
     )
     manual_batch_deployment: str = Field(
-        default="sync-session/manual-batch", description="The deployment a manual batch (and a retry) runs as."
+        default=MANUAL_BATCH, description="The deployment a manual batch (and a retry) runs as."
     )
     prefect_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Seconds a call to the Prefect API may take before the API answers 502."

@@ -6,7 +6,8 @@ Layout of this module, top to bottom:
   every :class:`~syncflow.errors.SyncflowError` and database error becomes one line
   ``error: ...`` on stderr and exit code 1, never a traceback;
 * store access (:func:`store`: ``session_scope()`` on a checked engine), argument parsers,
-  payload builders (plain dicts, which are also the ``--json`` output) and :func:`render`;
+  payload builders (plain dicts, which are also the ``--json`` output; a session or a record
+  is the one view of :mod:`syncflow.schemas`, dumped) and :func:`render`;
 * the command groups: ``db``, ``instances``, ``sessions``, then ``stats`` and ``cleanup``.
 
 Commands build their payload inside ``session_scope()`` and print it only after the
@@ -45,8 +46,6 @@ from syncflow.store.models import (
     Instance,
     InstanceKind,
     SyncConfigItem,
-    SyncInstanceRecord,
-    SyncSession,
     utcnow,
 )
 
@@ -364,49 +363,6 @@ def sync_state_payload(item: SyncConfigItem) -> dict[str, Any]:
         "options": item.options,
         "locked_by": item.lock_owner,
         "lock_expires_at": item.lock_expires_at,
-    }
-
-
-def session_payload(row: SyncSession) -> dict[str, Any]:
-    return {
-        "session_id": row.session_id,
-        "sync_type": row.sync_type,
-        "sync_category": row.sync_category,
-        "status": row.status,
-        "started_at": row.started_at,
-        "completed_at": row.completed_at,
-        "duration_seconds": row.duration_seconds,
-        "total_instances": row.total_instances,
-        "successful_instances": row.successful_instances,
-        "failed_instances": row.failed_instances,
-        "created_by": row.created_by,
-        "flow_run_id": row.flow_run_id,
-        "retry_of": row.retry_of,
-        "error_message": row.error_message,
-        "created_at": row.created_at,
-    }
-
-
-def record_payload(rec: SyncInstanceRecord) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "instance": rec.instance_name,
-        "instance_id": rec.instance_id,
-        "sync_category": rec.sync_category,
-        "status": rec.status,
-        "priority": rec.priority,
-        "started_at": rec.started_at,
-        "completed_at": rec.completed_at,
-        "duration_seconds": rec.duration_seconds,
-        "items_synced": rec.items_synced,
-        "items_created": rec.items_created,
-        "items_updated": rec.items_updated,
-        "items_unchanged": rec.items_unchanged,
-        "items_deleted": rec.items_deleted,
-        "error_message": rec.error_message,
-        "options": rec.options,
-        "sync_details": rec.sync_details,
-        "flow_run_id": rec.flow_run_id,
     }
 
 

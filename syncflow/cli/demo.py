@@ -20,6 +20,7 @@ import typer
 from syncflow.cli import _output as out
 from syncflow.cli.sync import run_session, save_seq_block
 from syncflow.errors import NotFoundError
+from syncflow.names import limit_name
 from syncflow.store import instances as inst_svc
 from syncflow.store.db import get_engine, session_scope
 from syncflow.store.migrations import upgrade
@@ -72,21 +73,17 @@ def _show_concurrency() -> None:
             peak = max_overlap(spans)
             typer.echo(
                 f"   {category}: {len(spans)} instance syncs, at most {peak} at once "
-                f"(Prefect limit tag:sync:{category}: {_limit(category)} slots)"
+                f"(Prefect limit {limit_name(category)}: {_limit(category)} slots)"
             )
 
 
 def _limit(category: str) -> str:
     import asyncio
 
-    from prefect.client.orchestration import get_client
-
-    async def read() -> int:
-        async with get_client() as client:
-            return (await client.read_global_concurrency_limit_by_name(f"tag:sync:{category}")).limit
+    from tasks import prefect_api as pf
 
     try:
-        return str(asyncio.run(read()))
+        return str(asyncio.run(pf.read_limit(category)))
     except Exception:  # the display must not fail the demo
         return "?"
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
-PREFECT_YAML = REPO / "prefect.yaml"
+from syncflow.names import WORK_POOL, limit_name
 
 
 def _parse_limits(items: list[str] | None) -> dict[str, int]:
@@ -34,14 +31,14 @@ def _parse_limits(items: list[str] | None) -> dict[str, int]:
 
 
 def _api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
+    from tasks import prefect_api as pf
 
-    return PREFECT_API_URL.value()
+    return pf.api_url()
 
 
 def setup_cmd(
     ctx: typer.Context,
-    work_pool: Annotated[str, typer.Option("--work-pool", help="The process work pool to create.")] = "syncflow",
+    work_pool: Annotated[str, typer.Option("--work-pool", help="The process work pool to create.")] = WORK_POOL,
     limit: Annotated[
         list[str] | None,
         typer.Option("--limit", help="CATEGORY=N: that category's concurrency limit (repeatable)."),
@@ -75,11 +72,11 @@ def setup_cmd(
     def human(p: dict[str, Any]) -> Any:
         rows = [
             [
-                f"tag:sync:{c}",
+                limit_name(c),
                 n,
                 "created"
-                if f"tag:sync:{c}" in p["limits_created"]
-                else ("updated" if f"tag:sync:{c}" in p["limits_updated"] else "kept"),
+                if limit_name(c) in p["limits_created"]
+                else ("updated" if limit_name(c) in p["limits_updated"] else "kept"),
             ]
             for c, n in p["limits"].items()
         ]
@@ -87,54 +84,6 @@ def setup_cmd(
         return out.table(pool, ["concurrency limit", "slots", ""], rows)
 
     out.render(ctx, payload, human)
-
-
-def load_deployments(path: Path = PREFECT_YAML, *, schedules: bool = True) -> list[Any]:
-    """The deployments of ``prefect.yaml`` as runner deployments (for ``serve``): same names,
-    parameters, tags, descriptions and cron schedules."""
-    import importlib
-
-    import yaml
-    from prefect.client.schemas.schedules import CronSchedule
-
-    spec = yaml.safe_load(path.read_text())
-    out = []
-    for d in spec.get("deployments") or []:
-        # imported as a module (not loaded from a path) so Prefect records the entrypoint
-        # ``flows/x.py:name`` relative to the repository, which the served runs load again
-        file, _, attr = d["entrypoint"].partition(":")
-        flow = getattr(importlib.import_module(file.removesuffix(".py").replace("/", ".")), attr)
-        crons = [
-            CronSchedule(cron=s["cron"], timezone=s.get("timezone") or "UTC")
-            for s in (d.get("schedules") or [])
-            if schedules and "cron" in s
-        ]
-        out.append(
-            flow.to_deployment(
-                name=d["name"],
-                parameters=d.get("parameters") or {},
-                tags=d.get("tags") or [],
-                description=d.get("description"),
-                schedules=crons or None,
-            )
-        )
-    return out
-
-
-async def _work_pool_deployments(names: list[str]) -> list[str]:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    out = []
-    async with get_client() as client:
-        for name in names:
-            try:
-                dep = await client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                continue
-            if dep.work_pool_name:
-                out.append(name)
-    return out
 
 
 def runner_cmd(
@@ -158,11 +107,12 @@ def runner_cmd(
         )
     import os
 
-    from prefect import serve
+    from deployments.runner import PREFECT_YAML, REPO, load_deployments
+    from tasks import prefect_api as pf
 
     os.chdir(REPO)  # the served runs import flows/ and tasks/ from the repository
     deps = load_deployments(schedules=schedules)
-    taken = asyncio.run(_work_pool_deployments([f"{d.flow_name}/{d.name}" for d in deps]))
+    taken = asyncio.run(pf.deployments_on_work_pool([f"{d.flow_name}/{d.name}" for d in deps]))
     if taken:
         raise ConfigError(
             f"{', '.join(taken)} already deployed to a work pool (prefect deploy): a runner would take "
@@ -172,4 +122,4 @@ def runner_cmd(
         f"serving {len(deps)} deployment(s) from {PREFECT_YAML.name}: "
         + ", ".join(f"{d.flow_name}/{d.name}" for d in deps)
     )
-    serve(*deps, limit=limit, pause_on_shutdown=False, print_starting_message=False)
+    pf.serve(deps, limit=limit)

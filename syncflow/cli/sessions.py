@@ -1,7 +1,8 @@
-"""Session control commands: ``syncflow sessions cancel``, ``sessions retry-failed``, ``sweep``.
+"""``syncflow sessions list|show|cancel|retry-failed`` and ``syncflow sweep``.
 
-Like ``cli_sync``, these reach Prefect only lazily inside the commands (``import syncflow``
-stays Prefect-free).
+A session and its records print as the one view of :mod:`syncflow.schemas`. Prefect is
+reached only lazily inside the commands, through the seam (``tasks.prefect_api``), so
+``import syncflow`` stays Prefect-free.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import RenderableType
 from rich.text import Text
-from sqlalchemy import select
 
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, IllegalTransitionError
+from syncflow.schemas import session_detail_view, session_view
 from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
+from syncflow.store.book import session_exists
 from syncflow.store.db import session_scope
-from syncflow.store.models import RecordStatus, SessionStatus, SyncSession, SyncType
+from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 
 sessions_app = typer.Typer(
     help="Inspect, cancel and retry sync sessions and their per-instance records.", no_args_is_help=True
@@ -53,8 +55,9 @@ def sessions_list(
         page = session_svc.list_sessions(
             session, sync_type=sync_type, sync_category=category, status=status, since=since, limit=limit, offset=offset
         )
+        totals = session_svc.record_totals(session, [s.session_id for s in page.items])
         payload = {
-            "items": [out.session_payload(s) for s in page.items],
+            "items": [session_view(s, totals[s.session_id]).model_dump() for s in page.items],
             "total": page.total,
             "limit": page.limit,
             "offset": page.offset,
@@ -102,7 +105,7 @@ def sessions_show(
     """Show a session and the record of each of its instances."""
     with out.store() as session:
         row = session_svc.get_session(session, session_id=session_id, with_records=True)
-        payload = out.session_payload(row) | {"records": [out.record_payload(r) for r in row.records]}
+        payload = session_detail_view(row).model_dump()
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
         fields = out.fields(
@@ -140,7 +143,7 @@ def sessions_show(
             ],
             [
                 [
-                    r["instance"],
+                    r["instance_name"],
                     r["status"],
                     out.fmt_time(r["started_at"]),
                     out.fmt_duration(r["duration_seconds"]),
@@ -162,37 +165,27 @@ def sessions_show(
 SessionIdArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.", show_default=False)]
 
 
-async def _cancel_run(flow_run_id: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Cancelling
-
-    async with get_client() as client:
-        run = await client.read_flow_run(flow_run_id)
-        if run.state is not None and run.state.is_final():
-            return f"flow run {flow_run_id} already {run.state.type.value.lower()}"
-        if run.state is not None and run.state.type == StateType.CANCELLING:
-            return f"flow run {flow_run_id} already cancelling"
-        result = await client.set_flow_run_state(
-            flow_run_id, Cancelling(message="cancelled by syncflow sessions cancel")
-        )
-        return f"flow run {flow_run_id}: {result.status.value.lower()} -> cancelling"
+CANCEL_REASON = "cancelled by syncflow sessions cancel"
 
 
-def cancel_flow_run(flow_run_id: str, *, timeout: float = 30.0) -> str:
-    """Best effort: move the parent run to Cancelling (Prefect API of PREFECT_API_URL, or the
-    ephemeral server on Prefect's local database). Returns what happened, in words."""
+def cancel_flow_run(flow_run_id: str, *, reason: str = CANCEL_REASON, timeout: float = 30.0) -> str:
+    """Best effort: stop the parent run (Prefect API of PREFECT_API_URL, or the ephemeral
+    server on Prefect's local database) the way the console does: not started yet ->
+    Cancelled, started -> Cancelling. Returns what happened, in words."""
+    from tasks import prefect_api as pf
+
     try:
-        return asyncio.run(asyncio.wait_for(_cancel_run(flow_run_id), timeout))
-    except Exception as exc:  # Prefect unreachable, unknown run, ...
-        return f"flow run {flow_run_id} not cancelled in Prefect ({type(exc).__name__}: {out.one_line(str(exc))})"
+        return asyncio.run(pf.cancel_run(flow_run_id, reason=reason, timeout=timeout))
+    except Exception as exc:  # Prefect unreachable, refused, too slow, ...
+        return f"flow run {flow_run_id} not cancelled in Prefect ({out.one_line(str(exc))})"
 
 
 def cancel_everywhere(session_id: str, *, reason: str | None = None, prefect: bool = True) -> dict[str, Any]:
     """Cancel the session in the store (running syncs stop at their next batch boundary,
     committed batches stay) and, when it has a parent flow run, cancel that run too."""
+    reason = reason or CANCEL_REASON
     with session_scope(out.checked_engine()) as s:
-        row = book.cancel_session(s, session_id=session_id, reason=reason or "cancelled by syncflow sessions cancel")
+        row = book.cancel_session(s, session_id=session_id, reason=reason)
         flow_run_id = row.flow_run_id
         records = {r.instance_name: r.status for r in book.records_in_order(s, session_id=session_id)}
     prefect_msg = None
@@ -200,7 +193,7 @@ def cancel_everywhere(session_id: str, *, reason: str | None = None, prefect: bo
         from syncflow.cli.sync import _quiet_prefect
 
         _quiet_prefect()
-        prefect_msg = cancel_flow_run(flow_run_id)
+        prefect_msg = cancel_flow_run(flow_run_id, reason=reason)
     return {
         "session_id": session_id,
         "status": SessionStatus.CANCELLED.value,
@@ -265,8 +258,7 @@ def retry_failed_cmd(
         )
 
     def find() -> str | None:
-        with session_scope() as s:
-            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == new_id))
+        return new_id if session_exists(new_id) else None
 
     live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
     state = cli_sync.run_with_progress(go, find_session=find, quiet=not live, category=category)

@@ -1,8 +1,9 @@
 """The commands that run flows: ``syncflow sync ...`` and ``syncflow demo``.
 
-This is the one place of the core package that reaches Prefect, and only lazily inside the
-commands (``import syncflow`` stays Prefect-free): they create blocks and call the flows in
-``flows/``, in Prefect's ephemeral mode unless ``PREFECT_API_URL`` names a server.
+They reach Prefect only lazily inside the commands (``import syncflow`` stays Prefect-free):
+they create blocks, call the flows in ``flows/`` (Prefect's ephemeral mode unless
+``PREFECT_API_URL`` names a server) and start or follow deployment runs through
+``deployments.trigger`` and the seam, ``tasks.prefect_api``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from sqlalchemy import select
 
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, SyncflowError
+from syncflow.names import MANUAL_BATCH
+from syncflow.store.book import session_exists
 from syncflow.store.db import session_scope
 from syncflow.store.instances import select_instances
-from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord, SyncSession
+from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord
 
 sync_app = typer.Typer(
     help="Run syncs now (locally; Prefect ephemeral mode unless PREFECT_API_URL is set).", no_args_is_help=True
@@ -277,25 +280,25 @@ RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged"
 
 
 def _final(ctx: typer.Context, session_id: str) -> int:
-    """Print the session's records; exit status 1 when any failed."""
-    from syncflow.store import sessions as book
+    """Print the session and its records (the one view, :mod:`syncflow.schemas`); exit status
+    1 unless it completed."""
+    from syncflow.store.book import session_detail
 
-    with session_scope() as s:
-        row = book.get_session(s, session_id=session_id, with_records=True)
-        payload = book.session_summary(row, with_details=True)
+    view = session_detail(session_id)
+    payload = view.model_dump()
 
     def human(p: dict[str, Any]) -> Any:
         rows = [
             [
-                r["instance"],
+                r["instance_name"],
                 r["status"],
-                r["synced"],
-                r["created"],
-                r["updated"],
-                r["unchanged"],
-                r["deleted"],
-                out.fmt_duration(r["duration_s"]),
-                r["error"],
+                r["items_synced"],
+                r["items_created"],
+                r["items_updated"],
+                r["items_unchanged"],
+                r["items_deleted"],
+                out.fmt_duration(r["duration_seconds"]),
+                r["error_message"],
             ]
             for r in p["records"]
         ]
@@ -306,7 +309,7 @@ def _final(ctx: typer.Context, session_id: str) -> int:
         return out.table(title, RecordTable, rows)
 
     out.render(ctx, payload, human)
-    return 1 if row.status != "completed" else 0
+    return 1 if view.status != "completed" else 0
 
 
 def _parse_priorities(items: list[str] | None) -> dict[str, int]:
@@ -376,8 +379,7 @@ def run_session(
         return await sync_session(**params, return_state=True)
 
     def find() -> str | None:
-        with session_scope() as s:
-            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == session_id))
+        return session_id if session_exists(session_id) else None
 
     live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
     state = run_with_progress(go, find_session=find, quiet=not live, category=category)
@@ -393,9 +395,9 @@ def run_session(
 
 
 def _prefect_api() -> str:
-    from prefect.settings import PREFECT_API_URL
+    from tasks import prefect_api as pf
 
-    url = PREFECT_API_URL.value()
+    url = pf.api_url()
     if not url:
         raise ConfigError(
             "--deployment needs a Prefect server with the deployments and a worker: set PREFECT_API_URL "
@@ -406,6 +408,7 @@ def _prefect_api() -> str:
 
 def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any], *, wait: bool, quiet: bool) -> int:
     from deployments.trigger import trigger_session
+    from tasks import prefect_api as pf
 
     api = _prefect_api()
     try:
@@ -430,18 +433,10 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
         )
 
     async def follow() -> Any:
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
-            while True:
-                run = await client.read_flow_run(fired.flow_run_id)
-                if run.state is not None and run.state.is_final():
-                    return run.state
-                await asyncio.sleep(1.0)
+        return await pf.follow_run(fired.flow_run_id)
 
     def find() -> str | None:
-        with session_scope() as s:
-            return s.scalar(select(SyncSession.session_id).where(SyncSession.session_id == fired.session_id))
+        return fired.session_id if session_exists(fired.session_id) else None
 
     live = not (quiet or out.opts(ctx).json) and sys.stdout.isatty()
     state = run_with_progress(follow, find_session=find, quiet=not live, category=str(params["category"]))
@@ -526,7 +521,7 @@ def sync_run_cmd(
     ] = False,
     deployment_name: Annotated[
         str, typer.Option("--deployment-name", help="The deployment --deployment runs.")
-    ] = "sync-session/manual-batch",
+    ] = MANUAL_BATCH,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="With --deployment: follow the run to its end (default).")
     ] = True,

@@ -1,10 +1,10 @@
 """The store side of the queue admin (the seed's SyncQueueAdminController, per category).
 
 Functions take a SQLAlchemy ``Session`` and flush; the caller commits. The Prefect side
-(run states, deployment schedules, cancelling queued runs) lives in ``syncflow.api._prefect``.
+(run states, deployment schedules, cancelling queued runs) is the seam's, ``tasks.prefect_api``.
 
 Pause: a paused category starts no new instance sync. Sessions still open (their records
-stay ``pending``) and wait in ``tasks.session_control.hold_slot`` until the category is
+stay ``pending``) and wait in ``tasks.prefect_api.hold_slot`` until the category is
 resumed; syncs already running go on to their end.
 """
 

@@ -687,39 +687,6 @@ def close_session_of_run(session: Session, *, flow_run_id: str, outcome: str, re
     return ids
 
 
-def session_summary(row: SyncSession, *, with_details: bool = False) -> dict[str, Any]:
-    """A session and its records as plain JSON-able data (flow results, CLI output)."""
-    records = []
-    for r in row.records:
-        item: dict[str, Any] = {
-            "instance": r.instance_name,
-            "status": r.status,
-            "synced": r.items_synced,
-            "created": r.items_created,
-            "updated": r.items_updated,
-            "unchanged": r.items_unchanged,
-            "deleted": r.items_deleted,
-            "duration_s": r.duration_seconds,
-            "error": r.error_message,
-        }
-        if with_details:
-            item["details"] = r.sync_details
-        records.append(item)
-    return {
-        "session_id": row.session_id,
-        "status": row.status,
-        "sync_category": row.sync_category,
-        "sync_type": row.sync_type,
-        "created_by": row.created_by,
-        "flow_run_id": row.flow_run_id,
-        "retry_of": row.retry_of,
-        "total_instances": row.total_instances,
-        "successful_instances": row.successful_instances,
-        "failed_instances": row.failed_instances,
-        "records": records,
-    }
-
-
 # ------------------------------------------------------------------------- read side
 
 
@@ -769,6 +736,29 @@ def list_sessions(
         )
     )
     return SessionPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def record_totals(session: Session, session_ids: Sequence[str]) -> dict[str, tuple[dict[str, int], int]]:
+    """Per session id: its records by status and the items they synced (the totals of
+    :func:`syncflow.schemas.session_view`), in one query."""
+    out: dict[str, tuple[dict[str, int], int]] = {sid: ({}, 0) for sid in session_ids}
+    if not session_ids:
+        return out
+    rows = session.execute(
+        select(
+            SyncInstanceRecord.session_id,
+            SyncInstanceRecord.status,
+            func.count(),
+            func.coalesce(func.sum(SyncInstanceRecord.items_synced), 0),
+        )
+        .where(SyncInstanceRecord.session_id.in_(list(session_ids)))
+        .group_by(SyncInstanceRecord.session_id, SyncInstanceRecord.status)
+    ).all()
+    for sid, status, n, items in rows:
+        counts, total = out[sid]
+        counts[status] = n
+        out[sid] = (counts, total + int(items))
+    return out
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -881,9 +871,9 @@ __all__ = [
     "list_sessions",
     "max_overlap",
     "open_session",
+    "record_totals",
     "records_in_order",
     "retry_failed",
-    "session_summary",
     "skip_instance_sync",
     "start_instance_sync",
     "sweep",

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from syncflow.api._prefect import session_key
+from syncflow.names import session_key
 from syncflow.store import pauses as queue_admin
 from syncflow.store.db import session_scope
 from tests.integration.api.conftest import AUTH, Deployments, Store

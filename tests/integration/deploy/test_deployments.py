@@ -196,7 +196,7 @@ def test_sync_run_deployment_cli_follows_the_run_and_reports(lp: LocalPrefect, s
     assert done.returncode == 0, done.stdout + done.stderr
     payload = json.loads(done.stdout)
     assert payload["status"] == "completed" and payload["sync_type"] == "manual_batch"
-    assert [(r["instance"], r["synced"]) for r in payload["records"]] == [("cli-d1", 400)]
+    assert [(r["instance_name"], r["items_synced"]) for r in payload["records"]] == [("cli-d1", 400)]
     assert session(store, payload["session_id"]) is not None
 
     # bad input is refused before any run is created

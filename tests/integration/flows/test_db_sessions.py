@@ -667,15 +667,18 @@ def test_cli_adds_database_instances_and_runs_an_account_session(
         assert result.exit_code == 0, (result.stdout, result.stderr)
         payload = json.loads(result.stdout)
         assert (payload["status"], payload["total_instances"], payload["successful_instances"]) == ("completed", 2, 2)
-        assert {r["instance"]: r["status"] for r in payload["records"]} == {pg_name: "completed", my_name: "completed"}
-        assert all(r["created"] == r["synced"] > 0 for r in payload["records"])
+        assert {r["instance_name"]: r["status"] for r in payload["records"]} == {
+            pg_name: "completed",
+            my_name: "completed",
+        }
+        assert all(r["items_created"] == r["items_synced"] > 0 for r in payload["records"])
 
         # `sync instance` on a database instance defaults to its first category (account)
         result = runner.invoke(cli.app, ["sync", "instance", pg_name, "--json"])
         assert result.exit_code == 0, (result.stdout, result.stderr)
         payload = json.loads(result.stdout)
         assert (payload["sync_category"], payload["status"]) == ("account", "completed")
-        assert payload["records"][0]["unchanged"] > 0  # ours did not change (others on the server may have)
+        assert payload["records"][0]["items_unchanged"] > 0  # ours did not change (others on the server may have)
     finally:
         for name in blocks:
             if name:

@@ -203,7 +203,7 @@ def test_stale_slots_of_dead_holders_are_released(wiring: Any, seq_server: SeqSe
 def test_live_slots_are_not_reset_while_a_sync_holds_a_lease(
     wiring: Any, seq_server: SeqServer, engine: Engine
 ) -> None:
-    from tasks.session_control import ensure_concurrency_limit
+    from tasks.prefect_api import ensure_concurrency_limit
 
     wiring.add("h1", seq_server)
     set_limit("messages", 3, active_slots=2)
@@ -510,10 +510,10 @@ def test_session_artifacts_summary_table_and_progress(wiring: Any, seq_server: S
     import json
 
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    by = {r["instance"]: r for r in rows}
-    assert by["art-1"]["status"] == "completed" and by["art-1"]["synced"] == 300
-    assert by["art-2"]["status"] == "failed" and "art-2" in by["art-2"]["error"]
-    assert by["art-1"]["duration_s"] is not None and by["art-1"]["items_per_s"] > 0
+    by = {r["instance_name"]: r for r in rows}
+    assert by["art-1"]["status"] == "completed" and by["art-1"]["items_synced"] == 300
+    assert by["art-2"]["status"] == "failed" and "art-2" in by["art-2"]["error_message"]
+    assert by["art-1"]["duration_seconds"] is not None and by["art-1"]["items_per_second"] > 0
     progress = arts[f"{key}-progress"]
     assert progress.type == "progress" and float(progress.data) == 100.0
 

@@ -425,7 +425,7 @@ def test_sessions_list_show_and_stats(run_on: Cli, engine: Engine) -> None:
 
     shown = run.json("sessions", "show", bad)
     assert shown["session_id"] == bad and shown["status"] == "failed" and shown["sync_type"] == "manual_batch"
-    recs = {r["instance"]: r for r in shown["records"]}
+    recs = {r["instance_name"]: r for r in shown["records"]}
     assert recs["im-1"]["status"] == "completed"
     assert (
         recs["im-1"]["items_synced"],

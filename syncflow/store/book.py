@@ -1,0 +1,184 @@
+"""The session book-keeping as units of work: each function opens its own transaction
+(:func:`syncflow.store.db.session_scope`, the one place that commits) around the data
+functions of :mod:`syncflow.store.sessions`, and returns plain data.
+
+This is what the session flow's tasks call (``tasks/session.py``, ``tasks/session_control.py``,
+``tasks/artifacts.py``, the slot holder of ``tasks/prefect_api.py``), each through
+``asyncio.to_thread``; the flows and tasks themselves open no transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from syncflow.schemas import SessionDetailView, session_detail_view
+from syncflow.settings import get_settings
+from syncflow.store import pauses
+from syncflow.store import sessions as sessions_
+from syncflow.store.db import session_scope
+from syncflow.store.models import Category, Instance, SessionStatus, SyncSession
+
+
+@dataclass(frozen=True)
+class PlannedRecord:
+    record_id: int
+    instance: str
+    priority: int
+    options: dict[str, Any] | None
+    kind: str = "http-seq"  # the instance's kind: which subflow syncs it
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    session_id: str
+    category: str
+    records: list[PlannedRecord]
+
+
+def _planned(s: Session, row: SyncSession) -> PlannedSession:
+    recs = sessions_.records_in_order(s, session_id=row.session_id)
+    ids = {r.instance_id for r in recs}
+    kinds = dict(s.execute(select(Instance.id, Instance.kind).where(Instance.id.in_(ids))).tuples().all())
+    return PlannedSession(
+        session_id=row.session_id,
+        category=row.sync_category,
+        records=[
+            PlannedRecord(r.id, r.instance_name or "", r.priority, r.options, kinds.get(r.instance_id, "http-seq"))
+            for r in recs
+        ],
+    )
+
+
+# ------------------------------------------------------------------------- opening
+
+
+def plan_session(**spec: Any) -> PlannedSession:
+    """Open a session and its records (``spec``: the keywords of
+    :func:`syncflow.store.sessions.open_session`) and return its plan, highest priority first;
+    a session with no record finishes at once."""
+    with session_scope() as s:
+        row = sessions_.open_session(s, **spec)
+        plan = _planned(s, row)
+        if not plan.records:
+            sessions_.finish_session(s, session_id=row.session_id)
+        return plan
+
+
+def plan_retry(
+    *, retry_of: str, created_by: str | None, flow_run_id: str | None, session_id: str | None
+) -> PlannedSession:
+    """Open a new session over the failed instances of ``retry_of`` and return its plan."""
+    with session_scope() as s:
+        row = sessions_.retry_failed(
+            s, session_id=retry_of, created_by=created_by, flow_run_id=flow_run_id, new_session_id=session_id
+        )
+        return _planned(s, row)
+
+
+def metadata_targets(names: Sequence[str], tags: Sequence[str]) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata."""
+    from syncflow.store.instances import select_instances
+
+    with session_scope() as s:
+        chosen = select_instances(s, category=Category.MESSAGES.value, names=names, tags=tags)
+        return [i.name for i in chosen if i.supports(Category.METADATA.value) and i.enabled]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def session_status(session_id: str) -> str:
+    with session_scope() as s:
+        return sessions_.get_session(s, session_id=session_id).status
+
+
+def session_exists(session_id: str) -> bool:
+    with session_scope() as s:
+        return s.scalar(select(SyncSession.id).where(SyncSession.session_id == session_id)) is not None
+
+
+def session_detail(session_id: str) -> SessionDetailView:
+    """The session and its records, as the one view (CLI ``--json``, flow result, artifacts)."""
+    with session_scope() as s:
+        return session_detail_view(sessions_.get_session(s, session_id=session_id, with_records=True))
+
+
+def category_busy(category: str) -> bool:
+    """Whether a sync of ``category`` is alive anywhere (an unexpired lease, or an open record
+    touched within the lease): the store's answer to "are these held slots leaked?"."""
+    with session_scope() as s:
+        return sessions_.category_busy(s, category=category, lease_seconds=get_settings().lock_lease_seconds)
+
+
+def is_paused(category: str) -> bool:
+    """Whether the queue admin paused ``category`` (its new syncs wait for resume)."""
+    with session_scope() as s:
+        return pauses.is_paused(s, category=category)
+
+
+# --------------------------------------------------------------------------- closing
+
+
+def cancel_if_running(session_id: str, reason: str) -> bool:
+    """Cancel the session when it still runs; False when it had ended."""
+    with session_scope() as s:
+        row = sessions_.get_session(s, session_id=session_id)
+        if row.status != SessionStatus.RUNNING:
+            return False
+        sessions_.cancel_session(s, session_id=session_id, reason=reason)
+        return True
+
+
+def touch(session_id: str) -> None:
+    """The parent's heartbeat (:func:`syncflow.store.sessions.touch_session`)."""
+    with session_scope() as s:
+        sessions_.touch_session(s, session_id=session_id)
+
+
+def close_open_records(session_id: str, reason: str) -> None:
+    """Fail the records that never ran (the session then finishes); no-op when it ended."""
+    with session_scope() as s:
+        sessions_.finish_session(s, session_id=session_id, error_message=reason)
+
+
+def close_session_of_run(flow_run_id: str, outcome: str, reason: str) -> list[str]:
+    """Finish the running session(s) of a parent run that is gone (crashed, cancelled,
+    failed); returns their ids."""
+    with session_scope() as s:
+        return sessions_.close_session_of_run(s, flow_run_id=flow_run_id, outcome=outcome, reason=reason)
+
+
+def cleanup(retention_days: int) -> dict[str, Any]:
+    """Delete finished sessions older than ``retention_days`` days, then release expired
+    single-flight leases (two transactions)."""
+    from syncflow.store.sync_state import release_expired
+
+    with session_scope() as s:
+        deleted = sessions_.cleanup_sessions(s, older_than_days=retention_days)
+    with session_scope() as s:
+        released = release_expired(s)
+    return {"deleted_sessions": deleted, "retention_days": retention_days, "released_leases": released}
+
+
+__all__ = [
+    "PlannedRecord",
+    "PlannedSession",
+    "cancel_if_running",
+    "category_busy",
+    "cleanup",
+    "close_open_records",
+    "close_session_of_run",
+    "is_paused",
+    "metadata_targets",
+    "plan_retry",
+    "plan_session",
+    "session_detail",
+    "session_exists",
+    "session_status",
+    "touch",
+]

@@ -1,0 +1,715 @@
+"""The one seam between syncflow and Prefect's client and APIs.
+
+Every call to Prefect's API client, to ``run_deployment``, to global concurrency limits, work
+pools, runner deployments and ``serve`` is here; the rest of syncflow uses only ``@flow`` /
+``@task``, ``get_run_logger``, ``prefect.runtime`` and (in tasks) the artifact functions.
+Callers: ``flows/session_sync.py`` (limits, slots, scale-out children), ``tasks/session_control.py``
+(the parent's cancellation watcher), ``deployments/`` (setup, trigger, runner), the CLI
+(``syncflow sync --deployment``, ``sessions cancel``, ``setup``, ``runner``, ``demo``) and the
+console API (through ``syncflow.api._prefect``).
+
+Helpers the CLI and the API call are plain coroutines; those bounded by a ``timeout`` turn
+every failure into :class:`syncflow.errors.PrefectUnavailable` (the API answers 502). What runs
+inside the session flow as its own step is a ``@task``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from syncflow import names
+from syncflow.errors import NotFoundError, PrefectUnavailable, SyncflowError
+from syncflow.store import book
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client()
+
+
+def api_url() -> str | None:
+    """``PREFECT_API_URL`` (None: Prefect's ephemeral mode)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+async def bounded(what: str, coro: Awaitable[T], timeout: float) -> T:
+    """``coro`` within ``timeout`` s; any failure but a syncflow error becomes
+    :class:`PrefectUnavailable` naming ``what``."""
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except SyncflowError:
+        raise
+    except TimeoutError:
+        raise PrefectUnavailable(f"Prefect API: {what} took more than {timeout:.0f} s") from None
+    except Exception as exc:  # HTTP errors, refused connections, an object gone meanwhile, ...
+        msg = " ".join(str(exc).split())[:300]
+        raise PrefectUnavailable(f"Prefect API: {what} failed: {type(exc).__name__}: {msg}") from exc
+
+
+async def ping(timeout: float) -> str | None:
+    """None when the Prefect API answers its health check, else why not."""
+
+    async def go() -> Any:
+        async with _client() as client:
+            return await client.api_healthcheck()
+
+    try:
+        err = await asyncio.wait_for(go(), timeout)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None if err is None else f"{type(err).__name__}: {err}"[:300]
+
+
+# ------------------------------------------------------------- concurrency limits
+
+
+async def _ensure_limit(client: Any, category: str, slots: int, *, reset: bool = False) -> tuple[Any, str]:
+    """Create ``tag:sync:<category>`` with ``slots`` when missing; with ``reset`` set an
+    existing one back to ``slots`` (and active). Returns the limit and what happened:
+    ``created``, ``raced`` (created meanwhile by someone else), ``updated`` or ``kept``."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = names.limit_name(category)
+    try:
+        gcl = await client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        outcome = "created"
+        try:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+        except ObjectAlreadyExists:  # another session or setup created it meanwhile
+            outcome = "raced"
+        return await client.read_global_concurrency_limit_by_name(name), outcome
+    if reset and (gcl.limit != slots or not gcl.active):
+        await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
+        return await client.read_global_concurrency_limit_by_name(name), "updated"
+    return gcl, "kept"
+
+
+async def ensure_limits(
+    limits: dict[str, int] | None = None, *, reset: bool = False
+) -> tuple[dict[str, int], list[str], list[str]]:
+    """Create every ``tag:sync:<category>`` limit that is missing (the defaults of
+    :data:`syncflow.names.DEFAULT_LIMITS`, overridden by ``limits``); with ``reset``, set the
+    existing ones to those values too. Returns (limit per category, created, updated)."""
+    wanted = {**names.DEFAULT_LIMITS, **(limits or {})}
+    now: dict[str, int] = {}
+    created: list[str] = []
+    updated: list[str] = []
+    async with _client() as client:
+        for category, value in wanted.items():
+            gcl, outcome = await _ensure_limit(client, category, value, reset=reset)
+            if outcome == "created":
+                created.append(gcl.name)
+            elif outcome == "updated":
+                updated.append(gcl.name)
+            now[category] = gcl.limit
+    return now, created, updated
+
+
+async def read_limit(category: str) -> int:
+    """The slots of ``tag:sync:<category>`` (raises when it does not exist)."""
+    async with _client() as client:
+        return int((await client.read_global_concurrency_limit_by_name(names.limit_name(category))).limit)
+
+
+@task(name="ensure-concurrency-limit", cache_policy=NO_CACHE)
+async def ensure_concurrency_limit(category: str, default: int) -> dict[str, Any]:
+    """Create ``tag:sync:<category>`` with ``default`` slots when missing (an existing limit
+    keeps its value: change it with ``prefect gcl update tag:sync:<category> --limit N``).
+
+    Stale slots: Prefect's ephemeral server never frees the slot of a killed holder. When the
+    limit shows active slots while the store shows no live sync of the category (no unexpired
+    lease, no recently touched open record), the slots are leaked: reset them to 0.
+    """
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    name = names.limit_name(category)
+    async with _client() as client:
+        gcl, outcome = await _ensure_limit(client, category, default)
+        if outcome != "kept":
+            return {"name": name, "limit": gcl.limit, "created": True, "reset_slots": 0}
+        reset = 0
+        if gcl.active_slots > 0 and not await asyncio.to_thread(book.category_busy, category):
+            reset = gcl.active_slots
+            log.warning("%s: %d slot(s) held with no live sync in the store: resetting them to 0", name, reset)
+            await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+        if not gcl.active:
+            log.warning("%s is inactive: Prefect does not cap %s syncs", name, category)
+        return {"name": name, "limit": gcl.limit, "created": False, "reset_slots": reset}
+
+
+# ---------------------------------------------------------------------- work pool
+
+
+async def ensure_work_pool(name: str = names.WORK_POOL) -> bool:
+    """Create the process work pool ``name`` when missing; True when it was created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    async with _client() as client:
+        try:
+            await client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    description="syncflow sessions and instance syncs",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+        except ObjectAlreadyExists:  # created meanwhile by another setup
+            return False
+    return True
+
+
+# ----------------------------------------------------------------- holding a slot
+
+
+def _locked(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    return getattr(response, "status_code", None) == 423
+
+
+class _No423Noise(logging.Filter):
+    """Prefect's slot service logs an ERROR traceback for every 423 "limit full" answer when
+    ``max_retries=0``; for :func:`hold_slot` that answer is the normal "wait", not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        item = args[-1] if args else None
+        future = item[-1] if isinstance(item, tuple) and item else None
+        try:
+            exc = future.exception(timeout=0) if future is not None and future.done() else None  # type: ignore[union-attr]
+        except Exception:
+            return True
+        return getattr(getattr(exc, "response", None), "status_code", None) != 423
+
+
+_NOISE_FILTER = _No423Noise()
+
+
+# The lease of a held slot: Prefect renews it while the holder lives; when the holder dies
+# (SIGKILL, lost machine) a Prefect server frees the slot this long after the last renewal.
+# 60 s is the server's minimum (Prefect's default is 300 s).
+SLOT_LEASE_SECONDS = 60.0
+
+
+# Per event loop and limit name: set when a holder in this process gives its slot back, so
+# the next waiter asks at once instead of at its next poll (the hand-over was ~0.5 s per
+# instance on average; a limit-1 session of 50 short syncs waited ~25 s for it).
+_RELEASED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Event]] = weakref.WeakKeyDictionary()
+
+
+def _released(name: str) -> asyncio.Event:
+    events = _RELEASED.setdefault(asyncio.get_running_loop(), {})
+    if name not in events:
+        events[name] = asyncio.Event()
+    return events[name]
+
+
+def _paused(category: str) -> bool:
+    try:
+        return book.is_paused(category)
+    except Exception:  # an unmigrated store or a bad name must not block syncs
+        log.warning("could not read the pause flag of %r: not waiting", category, exc_info=True)
+        return False
+
+
+@asynccontextmanager
+async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[None]:
+    """Hold one slot of the global concurrency limit ``name`` for the body:
+    ``concurrency(name, occupy=1, strict=True)`` (a missing limit is an error, not a silent
+    "no cap"), asked again every ~``poll_seconds`` while the limit is full.
+
+    Prefect's own wait sleeps the server's Retry-After, up to 10-30 s even when a slot frees
+    at once (PrefectHQ/prefect#23183); one attempt at a time (``max_retries=0``) with our
+    short poll hands a freed slot over in about a second — at once when the slot comes back
+    from a holder in this process (the usual case: a session's own instance syncs). The slot is a lease renewed by
+    Prefect while held; a waiter cancelled mid-request gives back a slot granted too late.
+    """
+    # Private on purpose, and only here: ``prefect.concurrency.asyncio.concurrency`` raises
+    # this class for a full limit when ``max_retries=0`` and Prefect exports it nowhere else
+    # (3.8.8). Re-check it when Prefect moves.
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.asyncio import concurrency
+
+    noisy = logging.getLogger("prefect._internal.concurrency")
+    if _NOISE_FILTER not in noisy.filters:
+        noisy.addFilter(_NOISE_FILTER)
+
+    # A category paused by the queue admin (POST /api/admin/sync-queue/{category}/pause)
+    # starts no new sync: wait here, before taking a slot, until it is resumed.
+    category = names.limit_category(name)
+
+    told = False
+    while True:
+        while await asyncio.to_thread(_paused, category):
+            if not told:
+                log.info("category %s is paused (queue admin): waiting for resume", category)
+                told = True
+            await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
+        entered = False
+        try:
+            try:
+                async with concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=SLOT_LEASE_SECONDS):
+                    entered = True
+                    yield
+            finally:
+                if entered:  # the slot is back: a waiter of this process asks again now
+                    _released(name).set()
+            return
+        except ConcurrencySlotAcquisitionError as exc:
+            if entered or not _locked(exc):
+                raise
+        event = _released(name)
+        try:  # until a slot of this process comes back, or the poll interval (other processes)
+            await asyncio.wait_for(event.wait(), poll_seconds * random.uniform(0.8, 1.2))
+        except TimeoutError:
+            pass
+        if event.is_set():
+            _RELEASED[asyncio.get_running_loop()].pop(name, None)
+
+
+# ------------------------------------------------------------- starting and following
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    flow_run_id: str
+    name: str
+
+
+async def start_run(
+    deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None = None, tags: Sequence[str] = ()
+) -> StartedRun:
+    """Create a flow run of ``deployment`` (``flow-name/deployment-name``) and return without
+    waiting for it (same ``idempotency_key``: the same run). :class:`NotFoundError` when the
+    deployment does not exist."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = await run_deployment(
+            deployment,
+            parameters=parameters,
+            timeout=0,
+            as_subflow=False,
+            idempotency_key=idempotency_key,
+            tags=list(tags),
+        )
+    except ObjectNotFound:
+        raise NotFoundError(
+            f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
+        ) from None
+    return StartedRun(str(run.id), run.name)
+
+
+async def run_child(deployment: str, parameters: dict[str, Any], *, tags: Sequence[str] = ()) -> Any:
+    """Run ``deployment`` as a child of the current flow run (any worker of the pool runs it;
+    the Prefect UI links it to the parent) and return its final state."""
+    from prefect.deployments import run_deployment
+
+    run = await run_deployment(
+        deployment, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True, tags=list(tags)
+    )
+    return run.state
+
+
+async def follow_run(flow_run_id: str, *, poll_seconds: float = 1.0) -> Any:
+    """Wait for the flow run to reach a final state and return that state."""
+    async with _client() as client:
+        while True:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run.state
+            await asyncio.sleep(poll_seconds)
+
+
+@asynccontextmanager
+async def cancel_watch() -> AsyncIterator[Callable[[str], Awaitable[bool]]]:
+    """One client for a long watch: yields ``cancel_requested(flow_run_id)``, whether that run
+    was asked to stop (state Cancelling or Cancelled: the Prefect UI, ``prefect flow-run cancel``)."""
+    from prefect.client.schemas.objects import StateType
+
+    async with _client() as client:
+
+        async def cancel_requested(flow_run_id: str) -> bool:
+            run = await client.read_flow_run(flow_run_id)
+            return run.state is not None and run.state.type in (StateType.CANCELLING, StateType.CANCELLED)
+
+        yield cancel_requested
+
+
+# ---------------------------------------------------------------------- cancelling
+
+
+async def cancel_run(flow_run_id: str, *, reason: str, timeout: float) -> str:
+    """Stop a flow run: a run that has not started is Cancelled at once, a started one goes to
+    Cancelling (its worker or runner kills it). Returns what happened, in words; any failure
+    (within ``timeout``) is :class:`PrefectUnavailable`."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelled, Cancelling
+
+    async def go() -> str:
+        async with _client() as client:
+            try:
+                run = await client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                return f"flow run {flow_run_id} not found in Prefect"
+            st = run.state
+            if st is not None and st.is_final():
+                return f"flow run {flow_run_id} already {st.type.value.lower()}"
+            if st is not None and st.type == StateType.CANCELLING:
+                return f"flow run {flow_run_id} already cancelling"
+            if st is None or st.type == StateType.SCHEDULED:
+                await client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+                return f"flow run {flow_run_id}: {st.name.lower() if st else 'no state'} -> cancelled"
+            await client.set_flow_run_state(flow_run_id, Cancelling(message=reason), force=True)
+            return f"flow run {flow_run_id}: {st.name.lower()} -> cancelling"
+
+    return await bounded(f"cancelling flow run {flow_run_id}", go(), timeout)
+
+
+# ---------------------------------------------------------------------- finding runs
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    flow_run_id: str
+    name: str
+    state_type: str | None
+    state_name: str | None
+    state_message: str | None
+    expected_start_time: dt.datetime | None
+    final: bool
+
+
+async def find_session_run(session_id: str, timeout: float) -> QueuedRun | None:
+    """The run the console started for ``session_id`` (by its idempotency key), if any."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    async def go() -> QueuedRun | None:
+        async with _client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[names.session_key(session_id)])
+                ),
+                limit=1,
+            )
+        if not runs:
+            return None
+        run = runs[0]
+        st = run.state
+        return QueuedRun(
+            flow_run_id=str(run.id),
+            name=run.name,
+            state_type=st.type.value if st else None,
+            state_name=st.name if st else None,
+            state_message=st.message if st else None,
+            expected_start_time=run.expected_start_time,
+            final=bool(st and st.is_final()),
+        )
+
+    return await bounded("looking up a session's flow run", go(), timeout)
+
+
+async def clear_queued(category: str, *, reason: str, timeout: float, limit: int = 1000) -> list[dict[str, Any]]:
+    """Cancel the category's session runs that have not started (Scheduled, Late,
+    AwaitingRetry: Cancelled; Pending, i.e. handed to a worker: Cancelling). Running runs stay."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.states import Cancelled, Cancelling
+
+    async def page(client: Any) -> list[Any]:
+        return await client.read_flow_runs(  # type: ignore[no-any-return]
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[names.category_tag(category)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])),
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,  # the API's maximum page
+        )
+
+    async def go() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        async with _client() as client:
+            while len(out) < limit:
+                runs = [r for r in await page(client) if str(r.id) not in seen]
+                if not runs:
+                    break
+                out.extend(await cancel_all(client, runs[: limit - len(out)], seen))
+        return out
+
+    async def cancel_all(client: Any, runs: list[Any], seen: set[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for run in runs:
+            seen.add(str(run.id))
+            st = run.state
+            new = Cancelling(message=reason) if st and st.type == StateType.PENDING else Cancelled(message=reason)
+            result = await client.set_flow_run_state(run.id, new, force=True)
+            accepted = result.status.value == "ACCEPT"
+            out.append(
+                {
+                    "flow_run_id": str(run.id),
+                    "name": run.name,
+                    "was": st.name if st else None,
+                    "now": new.name if accepted else f"not changed ({result.status.value.lower()})",
+                }
+            )
+        return out
+
+    return await bounded(f"clearing the {category} queue", go(), timeout)
+
+
+async def run_counts(category: str, *, since: dt.datetime, timeout: float) -> dict[str, Any]:
+    """Counts of the category's session runs by state, and the latest end times."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    tag = FlowRunFilterTags(all_=[names.category_tag(category)])
+    flows = FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW]))
+    now = dt.datetime.now(dt.UTC)
+
+    def f(types: list[StateType], **extra: Any) -> FlowRunFilter:
+        state_names = extra.pop("names", None)
+        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=types), name=state_names)
+        return FlowRunFilter(tags=tag, state=state, **extra)
+
+    not_retry = FlowRunFilterStateName(not_any_=["AwaitingRetry"])
+    filters = {
+        "queued_scheduled": f(
+            [StateType.SCHEDULED], names=not_retry, expected_start_time=FlowRunFilterExpectedStartTime(before_=now)
+        ),
+        "upcoming": f(
+            [StateType.SCHEDULED], names=not_retry, expected_start_time=FlowRunFilterExpectedStartTime(after_=now)
+        ),
+        "awaiting_retry": f([StateType.SCHEDULED], names=FlowRunFilterStateName(any_=["AwaitingRetry"])),
+        "pending": f([StateType.PENDING]),
+        "running": f([StateType.RUNNING]),
+        "cancelling": f([StateType.CANCELLING]),
+        "completed": f([StateType.COMPLETED], end_time=FlowRunFilterEndTime(after_=since)),
+        "failed": f([StateType.FAILED, StateType.CRASHED], end_time=FlowRunFilterEndTime(after_=since)),
+        "cancelled": f([StateType.CANCELLED], end_time=FlowRunFilterEndTime(after_=since)),
+    }
+
+    async def go() -> dict[str, Any]:
+        async with _client() as client:
+            keys = list(filters)
+            counts = await asyncio.gather(
+                *[client.count_flow_runs(flow_filter=flows, flow_run_filter=filters[k]) for k in keys]
+            )
+            out: dict[str, Any] = dict(zip(keys, counts, strict=True))
+            for key, types in (
+                ("last_completed_at", [StateType.COMPLETED]),
+                ("last_failed_at", [StateType.FAILED, StateType.CRASHED]),
+            ):
+                runs = await client.read_flow_runs(
+                    flow_filter=flows,
+                    flow_run_filter=f(types),
+                    sort=FlowRunSort.END_TIME_DESC,
+                    limit=1,
+                )
+                out[key] = runs[0].end_time if runs and runs[0].end_time else None
+        return out
+
+    return await bounded(f"counting the {category} runs", go(), timeout)
+
+
+# ---------------------------------------------------------------------- deployments
+
+
+async def deployment_parameters(deployment: str, timeout: float) -> set[str] | None:
+    """The parameter names ``deployment`` accepts (None: the deployment does not say)."""
+
+    async def go() -> set[str] | None:
+        from prefect.exceptions import ObjectNotFound
+
+        async with _client() as client:
+            try:
+                dep = await client.read_deployment_by_name(deployment)
+            except ObjectNotFound:
+                raise NotFoundError(
+                    f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
+                ) from None
+            props = (dep.parameter_openapi_schema or {}).get("properties")
+            return set(props) if isinstance(props, dict) else None
+
+    return await bounded(f"reading deployment {deployment}", go(), timeout)
+
+
+async def deployments_on_work_pool(deployment_names: Sequence[str]) -> list[str]:
+    """Those of ``deployment_names`` that exist and are deployed to a work pool."""
+    from prefect.exceptions import ObjectNotFound
+
+    out = []
+    async with _client() as client:
+        for name in deployment_names:
+            try:
+                dep = await client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if dep.work_pool_name:
+                out.append(name)
+    return out
+
+
+async def _category_deployments(client: Any, category: str) -> list[Any]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    return await client.read_deployments(  # type: ignore[no-any-return]
+        deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[names.category_tag(category)]))
+    )
+
+
+async def pause_schedules(category: str, *, timeout: float) -> list[dict[str, str]]:
+    """Pause the deployments tagged ``category:<category>`` that are not paused yet (Prefect
+    deletes their auto-scheduled runs). Returns those it paused."""
+
+    async def go() -> list[dict[str, str]]:
+        paused: list[dict[str, str]] = []
+        async with _client() as client:
+            for dep in await _category_deployments(client, category):
+                if dep.paused:
+                    continue
+                await client.pause_deployment(dep.id)
+                paused.append({"id": str(dep.id), "name": dep.name})
+        return paused
+
+    return await bounded(f"pausing the {category} deployments", go(), timeout)
+
+
+async def resume_schedules(ids: list[str], *, timeout: float) -> list[dict[str, str]]:
+    """Resume the deployments ``ids`` (those a pause paused); gone ones are skipped."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> list[dict[str, str]]:
+        resumed: list[dict[str, str]] = []
+        async with _client() as client:
+            for dep_id in ids:
+                try:
+                    dep = await client.read_deployment(dep_id)
+                    await client.resume_deployment(dep_id)
+                except ObjectNotFound:
+                    log.warning("deployment %s is gone: not resumed", dep_id)
+                    continue
+                resumed.append({"id": str(dep.id), "name": dep.name})
+        return resumed
+
+    return await bounded("resuming deployments", go(), timeout)
+
+
+async def category_deployments(category: str, *, timeout: float) -> list[dict[str, Any]]:
+    """The deployments tagged ``category:<category>``, with whether each is paused."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client() as client:
+            deps = await _category_deployments(client, category)
+        return [{"id": str(d.id), "name": d.name, "paused": bool(d.paused)} for d in deps]
+
+    return await bounded(f"reading the {category} deployments", go(), timeout)
+
+
+# ------------------------------------------------------------------------- serving
+
+
+def runner_deployment(
+    flow: Any,
+    *,
+    name: str,
+    parameters: dict[str, Any],
+    tags: list[str],
+    description: str | None,
+    crons: Sequence[tuple[str, str]] = (),
+) -> Any:
+    """``flow`` as a runner deployment (for :func:`serve`) with cron schedules ``(cron, timezone)``."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    schedules = [CronSchedule(cron=cron, timezone=tz) for cron, tz in crons]
+    return flow.to_deployment(
+        name=name, parameters=parameters, tags=tags, description=description, schedules=schedules or None
+    )
+
+
+def serve(deployments: Sequence[Any], *, limit: int | None) -> None:
+    """Serve ``deployments`` from this process until stopped (their schedules stay active when
+    it stops: no pause on shutdown)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments, limit=limit, pause_on_shutdown=False, print_starting_message=False)
+
+
+__all__ = [
+    "SLOT_LEASE_SECONDS",
+    "QueuedRun",
+    "StartedRun",
+    "api_url",
+    "bounded",
+    "cancel_run",
+    "cancel_watch",
+    "category_deployments",
+    "clear_queued",
+    "deployment_parameters",
+    "deployments_on_work_pool",
+    "ensure_concurrency_limit",
+    "ensure_limits",
+    "ensure_work_pool",
+    "find_session_run",
+    "follow_run",
+    "hold_slot",
+    "pause_schedules",
+    "ping",
+    "read_limit",
+    "resume_schedules",
+    "run_child",
+    "run_counts",
+    "runner_deployment",
+    "serve",
+    "start_run",
+]
