@@ -21,6 +21,7 @@ from prefect.runtime import flow_run as flow_run_runtime
 from syncflow.engine import BatchClock, InstanceRun, Skipped
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
+from tasks import artifacts
 from tasks import sync as t
 
 
@@ -88,7 +89,7 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
         if result.has_more or artifact is not None:  # only syncs longer than one chunk get a bar
-            artifact = await t.show_progress(artifact, run=run, done=done, remaining=result.remaining)
+            artifact = await artifacts.show_progress(artifact, run=run, done=done, remaining=result.remaining)
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
         if not result.has_more:
@@ -110,7 +111,7 @@ async def _read_snapshot(run: InstanceRun, plan: t.ReadPlan, details: dict[str, 
     details["duration_s"] = round(time.perf_counter() - started, 3)
     if stored.cancelled is not None:  # cancelled while reading: nothing stored
         raise SyncCancelled(f"{stored.cancelled}; the snapshot read was not stored")
-    await t.publish_changes(run, stored)
+    await artifacts.publish_changes(run, stored)
     return {**stored.details, **details}
 
 

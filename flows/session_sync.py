@@ -10,7 +10,6 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 from prefect.states import Cancelled
 
-from flows.db_instance_sync import sync_db_instance
 from flows.instance_sync import sync_instance
 from syncflow import names
 from syncflow.store.models import Category, SessionStatus, SyncType
@@ -18,9 +17,6 @@ from tasks import artifacts
 from tasks import prefect_api as pf
 from tasks import session as book
 from tasks import session_control as ctl
-
-# Which subflow syncs an instance of each kind (http-seq, and anything else, by sync_instance).
-DB_KINDS = frozenset({"postgres", "mysql"})
 
 
 class SessionFailed(Exception):
@@ -64,7 +60,7 @@ async def sync_session(
     ``refresh_metadata`` (messages only, the seed's rule): a metadata session over the same
     instances runs first, so messages land on up-to-date conversations; its failures are
     logged and do not stop the messages. ``scale_out``: each instance sync runs as a run of
-    the ``sync-instance/instance`` (``sync-db-instance/db-instance``) deployment, so every
+    the ``sync-instance/instance`` deployment (every kind), so every
     worker of the pool shares the session; the limit still holds (the slot is held here
     while the child run runs).
     """
@@ -112,7 +108,6 @@ async def sync_session(
 
     async def one(i: int, rec: Any) -> Any:
         nonlocal done
-        subflow = sync_db_instance if rec.kind in DB_KINDS else sync_instance
         try:
             if i:
                 await turns[i - 1].wait()
@@ -123,7 +118,7 @@ async def sync_session(
                 started.add(rec.record_id)
                 if scale_out:
                     return await _run_child_deployment(rec, category)
-                return await subflow(
+                return await sync_instance(  # one subflow for every kind
                     record_id=rec.record_id, instance=rec.instance, category=category, return_state=True
                 )
         finally:
@@ -167,9 +162,8 @@ async def sync_session(
 async def _run_child_deployment(rec: Any, category: str) -> Any:
     """Run one instance sync as a deployment run (any worker of the pool) and wait for its
     final state; the run is linked to this parent in the Prefect UI."""
-    name = names.DB_INSTANCE_DEPLOYMENT if rec.kind in DB_KINDS else names.INSTANCE_DEPLOYMENT
     return await pf.run_child(
-        name,
+        names.INSTANCE_DEPLOYMENT,
         {"record_id": rec.record_id, "instance": rec.instance, "category": category},
         tags=[names.category_tag(category)],
     )

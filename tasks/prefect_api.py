@@ -28,9 +28,8 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from syncflow import names
+from syncflow import book, names
 from syncflow.errors import NotFoundError, PrefectUnavailable, SyncflowError
-from syncflow.store import book
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Thin wrappers around the session book-keeping (:mod:`syncflow.store.book`), each unit of
+"""Thin wrappers around the session book-keeping (:mod:`syncflow.book`), each unit of
 work run in a thread. The steps a session shows in the Prefect UI are tasks; the helpers the
 session flow calls on its final path are plain coroutines."""
 
@@ -10,9 +10,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from syncflow import book
+from syncflow.book import PlannedRecord, PlannedSession
 from syncflow.schemas import SessionDetailView
-from syncflow.store import book
-from syncflow.store.book import PlannedRecord, PlannedSession
 
 
 @task(name="open-session", cache_policy=NO_CACHE)

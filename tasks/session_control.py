@@ -3,7 +3,7 @@
 Both are plain functions on purpose, not tasks: the watcher polls every ~2 s for the whole
 session (a task run per poll would flood the UI), and the hooks run after the flow's engine
 is done with the run. Prefect is read through the seam (``tasks.prefect_api``), the store
-through its units of work (``syncflow.store.book``).
+through its units of work (``syncflow.book``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from syncflow.store import book
+from syncflow import book
 from syncflow.store.models import SessionStatus
 from tasks import prefect_api as pf
 

@@ -20,7 +20,6 @@ from blocks.connections import open_source
 from syncflow import engine
 from syncflow.engine import lease
 from syncflow.errors import RateLimitedError, SyncError, TransientSyncError
-from syncflow.reports.changes import changes_key, changes_markdown
 from syncflow.store.sync_state import LeaseLostError
 
 
@@ -158,36 +157,6 @@ async def finish_sync(run: engine.InstanceRun, outcome: str, details: dict[str, 
     )
 
 
-async def show_progress(artifact_id: Any, *, run: engine.InstanceRun, done: int, remaining: int | None) -> Any:
-    """The run's progress artifact (items stored / to fetch): created on first call, then updated.
-
-    Only syncs longer than one chunk get one: an artifact is an API call, and a short sync's
-    progress is its final state."""
-    from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-
-    if artifact_id is None:
-        artifact_id = await acreate_progress_artifact(
-            progress=0.0, description=f"{run.category} of {run.instance_name}: items stored / to fetch"
-        )
-    total = done + (remaining or 0)
-    await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
-    return artifact_id
-
-
-async def publish_changes(run: engine.InstanceRun, stored: engine.Stored) -> None:
-    """A markdown artifact of what a snapshot changed, keyed per (category, instance) so its
-    versions line up in the UI; nothing when nothing changed."""
-    from prefect.artifacts import acreate_markdown_artifact
-
-    if not stored.changes_total:
-        return
-    await acreate_markdown_artifact(
-        markdown=changes_markdown(run.category, run.instance_name, run.session_id, stored),
-        key=changes_key(run.category, run.instance_name, run.instance_id),
-        description=f"{run.category} changes of {run.instance_name}",
-    )
-
-
 __all__ = [
     "Chunk",
     "ReadPlan",
@@ -195,10 +164,8 @@ __all__ = [
     "begin_sync",
     "finish_sync",
     "plan_read",
-    "publish_changes",
     "read_snapshot",
     "retry_transient",
-    "show_progress",
     "store_snapshot",
     "sync_batches",
 ]

@@ -16,13 +16,13 @@ import typer
 from rich.console import RenderableType
 from rich.text import Text
 
+from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, IllegalTransitionError
 from syncflow.schemas import session_detail_view, session_view
 from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
-from syncflow.store.book import session_exists
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 

@@ -22,10 +22,10 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, SyncflowError
 from syncflow.names import MANUAL_BATCH
-from syncflow.store.book import session_exists
 from syncflow.store.db import session_scope
 from syncflow.store.instances import select_instances
 from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord
@@ -282,7 +282,7 @@ RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged"
 def _final(ctx: typer.Context, session_id: str) -> int:
     """Print the session and its records (the one view, :mod:`syncflow.schemas`); exit status
     1 unless it completed."""
-    from syncflow.store.book import session_detail
+    from syncflow.book import session_detail
 
     view = session_detail(session_id)
     payload = view.model_dump()

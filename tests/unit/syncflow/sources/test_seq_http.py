@@ -615,7 +615,8 @@ def test_conversation_type_is_kept_as_the_server_sends_it() -> None:
     }
     with client(answer(body)) as c:
         rows = c.read_snapshot("metadata")
-    assert [(r.conversation_id, r.type) for r in rows] == [("c1", "group"), ("c2", "private"), ("c3", "3"), ("c4", None)]
+    got = [(r.conversation_id, r.type) for r in rows]
+    assert got == [("c1", "group"), ("c2", "private"), ("c3", "3"), ("c4", None)]
 
 
 @pytest.mark.parametrize(
