@@ -34,6 +34,7 @@ from bench import sessions as sessions_mod
 from bench.harness import VARIANTS, Config, Harness, Variant
 from bench.report import engine_details, one_table, preamble, write_json
 from bench.services import BenchEnv, ServiceError, conninfo
+from bench.sessions import _py_spy
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, default=None, metavar="DIR", help="py-spy every syncflow run (raw stacks to DIR)"
     )
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy executable")
+    parser.add_argument("--py-spy", default=_py_spy(), help="the py-spy executable")
     parser.add_argument(
         "--flow", default=None, metavar="MODULE:ATTR", help="run this flow alone instead of the CLI (A/B a change)"
     )
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 session_run = sessions_mod.SessionBench(sessions_mod.config_from(sargs), env).run()
         ok = True
-    except (ServiceError, RuntimeError, psycopg.Error, subprocess.TimeoutExpired) as exc:
+    except (ServiceError, RuntimeError, OSError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         print(f"bench: logs kept in {env.logs}", file=sys.stderr)
         return 2

@@ -152,3 +152,47 @@ def sync_session_argv(instances: list[str]) -> list[str]:
     for name in instances:
         argv += ["--instance", name]
     return argv
+
+
+# ------------------------------------------------------------------ per-page A/B (bench.perpage)
+
+
+def store_sql() -> dict[str, Any]:
+    """The engine's per-page SQL as text (PostgreSQL): staging DDL, COPY, upsert, columns."""
+    from syncflow import message_store as ms
+
+    return {
+        "stage_ddl": ms._STAGE_DDL,
+        "copy": f"COPY syncflow_stage_messages ({', '.join(ms.COLUMNS)}) FROM STDIN (FORMAT BINARY)",
+        "copy_types": list(ms._COPY_TYPES),
+        "upsert": ms._UPSERT,
+        "columns": list(ms.COLUMNS),
+    }
+
+
+def engine_page_loop(url: str, *, record_id: int, pages: list[list[tuple[Any, ...]]]) -> float:
+    """The engine's own per-page store (``seq_engine.apply_batch`` on one connection, as
+    ``sync_chunk`` calls it) over ready rows, no HTTP and no threads; returns seconds."""
+    import time
+
+    from syncflow import message_store, seq_engine
+    from syncflow.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        run = seq_engine.begin_instance_sync(record_id=record_id, owner="bench", lease_seconds=600, engine=engine)
+        assert isinstance(run, seq_engine.InstanceRun), run
+        last = run.start_seq
+        with engine.connect() as conn:
+            message_store.prepare(conn)
+            start = time.perf_counter()
+            for i, rows in enumerate(pages):
+                result = seq_engine.apply_batch(
+                    run, rows=rows, last_seq=last, batch_no=i + 1, remaining=0, engine=engine, connection=conn
+                )
+                last = result.cursor
+            seconds = time.perf_counter() - start
+        seq_engine.finish_instance_sync(run, outcome="completed", details={}, engine=engine)
+        return seconds
+    finally:
+        engine.dispose()

@@ -486,11 +486,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--logs", type=Path, default=None, help="keep the children's and servers' logs here")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per session run")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the syncflow runs")
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--py-spy", default=_py_spy())
     args = parser.parse_args(argv)
     if args.instances < 1 or args.messages < 1 or not 1 <= args.batch_size <= 10_000 or args.repeat < 1:
         parser.error("--instances >= 1, --messages >= 1, --batch-size 1..10000, --repeat >= 1")
     return args
+
+
+def _py_spy() -> str:
+    """py-spy beside this Python (a venv's bin), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -529,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with BenchEnv(admin_url=args.pg_admin_url, logs=args.logs, prefect_db=args.prefect_db) as env:
             run = SessionBench(config_from(args), env).run()
-    except (ServiceError, RuntimeError, psycopg.Error, subprocess.TimeoutExpired) as exc:
+    except (ServiceError, RuntimeError, OSError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"bench.sessions: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
