@@ -1,12 +1,17 @@
-"""``python -m bench``: raw baseline vs the syncflow subflow, printed as a markdown table.
+"""``python -m bench``: syncflow against honest baselines, in one sitting, as ONE table.
 
-    python -m bench                          # 100k and 1M messages, +1,000 incremental each
-    python -m bench --quick                  # 10k and 100k: a smoke run
-    python -m bench --sizes 200000 --repeat 3 --out bench/results/200k.json
-    python -m bench --session-only           # only the session benchmark (bench/sessions.py)
+    python -m bench                          # 100k and 1M, +1,000 and nothing new, sessions 50x2,000 at 1 and 3
+    python -m bench --quick                  # 10k and 100k, sessions of 10: a smoke run (~3 min)
+    python -m bench --repeat 3               # medians over 3 rounds (quote only these)
+    python -m bench --no-session             # the engine rows only
+    python -m bench --session-only           # the session rows only (bench/sessions.py)
+    python -m bench --profile bench/results/profiles   # py-spy every syncflow run (timings not comparable)
 
-After its table it runs the session benchmark (50 instances x 2,000 messages, one session at
-GCL limits 1 and 3; ``--no-session`` skips it, ``--quick`` runs it over 10 instances).
+One Prefect server (``prefect server start``, PostgreSQL-backed) serves every flow run of the
+sitting: syncflow's, and Prefect's floor (:mod:`bench.floor`). The seq source is
+:mod:`bench.fastseq` (pages pre-serialised); its own rate is measured and must be >= 5x the raw
+pipeline's. Columns: raw (:mod:`bench.raw`), dlt (:mod:`bench.dltpeer`, optional extra
+``bench``), Prefect's floor, syncflow (its CLI), and the ratio against the right baseline.
 
 Exit status: 0 when every run's check passed, 1 when a run stored something wrong, 2 when
 the benchmark could not run.
@@ -17,18 +22,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import psycopg
 
+from bench import sessions as sessions_mod
 from bench.harness import VARIANTS, Config, Harness, Variant
-from bench.report import markdown, write_json
-from bench.services import ServiceError, conninfo
-from bench.subflow import DEFAULT_FLOW
+from bench.report import engine_details, one_table, preamble, write_json
+from bench.services import BenchEnv, ServiceError, conninfo
+from bench.sessions import _py_spy
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-SESSION_OUT = Path("bench/results/sessions.json")
 
 
 def _sizes(text: str) -> list[int]:
@@ -51,19 +59,17 @@ def _variants(text: str) -> tuple[Variant, ...]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sizes", type=_sizes, default=[100_000, 1_000_000], help="messages per round (default 100000,1000000)"
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run: sizes 10000,100000")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds per size; the table shows medians")
+    parser.add_argument("--sizes", type=_sizes, default=[100_000, 1_000_000], help="messages per round")
+    parser.add_argument("--quick", action="store_true", help="10k and 100k, sessions of 10 instances")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians (and per-round ratios) are printed")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--incremental", type=int, default=1000, help="messages appended (0: no incremental runs)")
     parser.add_argument(
-        "--incremental", type=int, default=1000, help="messages appended for the incremental run (0: none)"
+        "--incremental-sizes", choices=("first", "all"), default="first", help="incremental runs after which sizes"
     )
-    parser.add_argument("--variants", type=_variants, default=VARIANTS, help="raw,syncflow (default both)")
-    parser.add_argument(
-        "--prefect", choices=("server", "ephemeral"), default="server", help="Prefect API for the flow runs"
-    )
+    parser.add_argument("--variants", type=_variants, default=VARIANTS, help="raw,dlt,syncflow (default all)")
+    parser.add_argument("--source", choices=("fast", "reference"), default="fast", help="the seq server")
+    parser.add_argument("--prefect-db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument(
         "--pg-admin-url",
         default=os.environ.get("SYNCFLOW_BENCH_PG_ADMIN_URL", DEFAULT_ADMIN_URL),
@@ -72,88 +78,115 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"), help="JSON results file")
     parser.add_argument("--logs", type=Path, default=None, help="keep the children's and servers' logs here")
     parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="run each syncflow child under py-spy (pip install py-spy); collapsed stacks go to DIR "
-        "(sampling slows the child: do not compare those timings)",
+        "--profile", type=Path, default=None, metavar="DIR", help="py-spy every syncflow run (raw stacks to DIR)"
     )
+    parser.add_argument("--py-spy", default=_py_spy(), help="the py-spy executable")
     parser.add_argument(
-        "--flow",
-        default=DEFAULT_FLOW,
-        metavar="MODULE:ATTR",
-        help="the flow the syncflow variant runs (A/B-test a candidate change without editing the engine)",
+        "--flow", default=None, metavar="MODULE:ATTR", help="run this flow alone instead of the CLI (A/B a change)"
     )
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy executable")
+    sessions_mod.add_arguments(parser, prefix="session-")
+    parser.add_argument("--session-variants", default="floor,syncflow")
     session = parser.add_mutually_exclusive_group()
-    session.add_argument("--no-session", action="store_true", help="skip the session benchmark (bench.sessions)")
-    session.add_argument("--session-only", action="store_true", help="run only the session benchmark")
-    parser.add_argument(
-        "--session-out", type=Path, default=SESSION_OUT, help="JSON results file of the session benchmark"
-    )
+    session.add_argument("--no-session", action="store_true", help="skip the session rows")
+    session.add_argument("--session-only", action="store_true", help="only the session rows")
+    parser.add_argument("--no-floor-single", action="store_true", help="skip the single-run floor")
+    parser.add_argument("--no-cli-start", action="store_true", help="skip the CLI start rows")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per child")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [10_000, 100_000]
+        args.session_instances = 10
     if args.repeat < 1 or not 1 <= args.batch_size <= 10_000 or args.incremental < 0:
         parser.error("--repeat >= 1, --batch-size 1..10000, --incremental >= 0")
     return args
 
 
-def _postgres_version(admin_url: str) -> str | None:
-    with psycopg.connect(conninfo(admin_url), connect_timeout=5) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else None
-
-
-def _sessions(args: argparse.Namespace) -> int:
-    from bench import sessions
-
-    return sessions.run_cli(
-        instances=10 if args.quick else 50,
-        messages=2000,
-        limits=(1, 3),
-        admin_url=args.pg_admin_url,
-        out=args.session_out,
-        logs=args.logs / "sessions" if args.logs else None,
-    )
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.session_only:
-        return _sessions(args)
     try:
-        pg_version = _postgres_version(args.pg_admin_url)
+        with psycopg.connect(conninfo(args.pg_admin_url), connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        pg_version = str(row[0]) if row else None
     except psycopg.OperationalError as exc:
         print(f"bench: PostgreSQL is not reachable at {args.pg_admin_url}: {exc}", file=sys.stderr)
         return 2
-    config = Config(
-        sizes=args.sizes,
-        admin_url=args.pg_admin_url,
-        batch_size=args.batch_size,
-        incremental=args.incremental,
-        repeat=args.repeat,
-        variants=args.variants,
-        prefect_mode=args.prefect,
-        keep_logs=args.logs,
-        profile_dir=args.profile,
-        py_spy=args.py_spy,
-        flow=args.flow,
-    )
+    engine_run = session_run = None
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    ok = False
+    env = BenchEnv(admin_url=args.pg_admin_url, logs=args.logs, prefect_db=args.prefect_db)
     try:
-        run = Harness(config).run()
-    except (ServiceError, RuntimeError) as exc:
+        with env:
+            if not args.session_only:
+                config = Config(
+                    sizes=args.sizes,
+                    admin_url=args.pg_admin_url,
+                    batch_size=args.batch_size,
+                    incremental=args.incremental,
+                    repeat=args.repeat,
+                    variants=args.variants,
+                    child_timeout=args.timeout,
+                    keep_logs=args.logs,
+                    profile_dir=args.profile,
+                    py_spy=args.py_spy,
+                    flow=args.flow,
+                    source=args.source,
+                    incremental_sizes=args.incremental_sizes,
+                    floor_single=not args.no_floor_single,
+                    cli_start=not args.no_cli_start,
+                )
+                engine_run = Harness(config, prefect=env.prefect, child_env=env.child_env, workdir=env.workdir).run()
+            if not args.no_session:
+                sargs = argparse.Namespace(
+                    instances=args.session_instances,
+                    messages=args.session_messages,
+                    limits=args.session_limits,
+                    pg_admin_url=args.pg_admin_url,
+                    batch_size=args.batch_size,
+                    repeat=args.repeat,
+                    timeout=args.timeout,
+                    logs=args.logs,
+                    session_variants=args.session_variants,
+                    profile=args.profile,
+                    profile_limits=args.profile_limits,
+                    py_spy=args.py_spy,
+                )
+                session_run = sessions_mod.SessionBench(sessions_mod.config_from(sargs), env).run()
+        ok = True
+    except (ServiceError, RuntimeError, OSError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"bench: {exc}", file=sys.stderr)
+        print(f"bench: logs kept in {env.logs}", file=sys.stderr)
         return 2
-    write_json(run, args.out, pg_version)
-    print(markdown(run))
-    print(f"\n(results: {args.out}; total {run.seconds:.0f}s)")
-    status = 0 if all(m.check.ok for m in run.measurements) else 1
-    if not args.no_session:
-        print()
-        status = max(status, _sessions(args))
-    return status
+    except KeyboardInterrupt:
+        print("bench: interrupted (everything it started is stopped, its databases dropped)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if ok and args.logs is None:
+            shutil.rmtree(env.workdir, ignore_errors=True)
+    table = one_table(engine_run, session_run)
+    write_json(engine_run, session_run, args.out, pg_version, table)
+    print(preamble(engine_run, session_run, env.prefect))
+    print()
+    print(table)
+    if engine_run is not None:
+        for note in engine_run.notes:
+            print(f"\nnote: {note}")
+        print("\nEngine detail (seconds, medians):\n")
+        print(engine_details(engine_run))
+    if session_run is not None:
+        print("\nSession detail:\n")
+        print(sessions_mod.markdown(session_run))
+        print("\nPrefect API per instance (whole process / instances):\n")
+        print(sessions_mod.api_table(session_run))
+    print(f"\n(results: {args.out})")
+    failed = (engine_run is not None and any(m.check and not m.check.ok for m in engine_run.measurements)) or (
+        session_run is not None and any(r.check is not None and not r.check.ok for r in session_run.runs)
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Rounds of measurements: wiring, one child process per run, and a correctness check per run.
+"""The engine rounds: raw, dlt and syncflow against a seq source that is not the bottleneck.
 
-A round, for one size N: start a seq server with N messages (its own process); create one
-fresh PostgreSQL database per variant (the syncflow schema in both, so both write the same
-``messages`` table with the same indexes); run each variant's full sync; append the
-incremental messages on the server; run each variant's incremental sync; check every run
-against the server (rows, cursor, a sample of rows field by field); drop the databases.
+A round, for one size N: start the fast seq server (:mod:`bench.fastseq`, pages pre-serialised)
+with N messages in its own process and measure its own rate; create one fresh PostgreSQL
+database per variant; run each variant's full sync (each in its own child process, timed from
+spawn to exit by this process and from the inside by the child); then, on the first size only
+(by default), append the incremental messages and run each variant again, then once more with
+nothing new; after those, time Prefect's single-run floor (:mod:`bench.floor`) on the same
+Prefect server, and (first round) the CLI's own start. Every run is checked against the server
+(rows, cursor, the run's count, sampled rows field by field); the databases are dropped.
 """
 
 from __future__ import annotations
@@ -12,33 +15,32 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import psycopg
+from psycopg import sql
 
-from bench.services import CpuSampler, PgDatabases, PrefectServerProcess, SeqServerProcess, conninfo
-from bench.subflow import DEFAULT_FLOW
+from bench import _product, dltpeer
+from bench.services import CpuSampler, PgDatabases, SeqServerProcess, conninfo
 
-Variant = Literal["raw", "syncflow"]
-Phase = Literal["full", "incremental"]
-PrefectMode = Literal["server", "ephemeral"]
+Variant = Literal["raw", "dlt", "syncflow"]
+Phase = Literal["full", "incremental", "noop"]
 
-VARIANTS: tuple[Variant, ...] = ("raw", "syncflow")
+VARIANTS: tuple[Variant, ...] = ("raw", "dlt", "syncflow")
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
 INSTANCE = "bench-im"
-_CHILD_MODULE: dict[Variant, str] = {"raw": "bench.raw", "syncflow": "bench.subflow"}
+_CHILD_MODULE: dict[Variant, str] = {"raw": "bench.raw", "dlt": "bench.dltpeer", "syncflow": "bench.subflow"}
 _SAMPLE_ROWS = 5
 _WIRE_NAMES = (
     ("message_id", "messageID"),
@@ -51,9 +53,10 @@ _WIRE_NAMES = (
     ("create_time", "createTime"),
     ("server_time", "serverTime"),
 )
-_SAMPLE_SQL = (
-    f"SELECT {', '.join(c for c, _ in _WIRE_NAMES)} FROM messages "  # constant column names
-    "WHERE instance_id = %s AND message_id = %s"
+_COLS = ", ".join(c for c, _ in _WIRE_NAMES)
+_LAST_RECORD = (
+    "SELECT id FROM sync_instance_records WHERE instance_name = %s AND sync_category = 'messages' "
+    "ORDER BY id DESC LIMIT 1"
 )
 
 
@@ -65,15 +68,20 @@ class Config:
     incremental: int = 1000
     repeat: int = 1
     variants: tuple[Variant, ...] = VARIANTS
-    prefect_mode: PrefectMode = "server"
     seed: int = 7
     child_timeout: float = 3600.0
     keep_logs: Path | None = None
     profile_dir: Path | None = None
-    """When set, each syncflow child runs under ``py-spy record`` (collapsed stacks land here)."""
+    """When set, each syncflow child runs under ``py-spy record`` (raw stacks land here)."""
     py_spy: str = "py-spy"
-    flow: str = DEFAULT_FLOW
-    """The syncflow variant's flow (``module:attribute``); another one A/B-tests a change."""
+    flow: str | None = None
+    """None: syncflow runs as its CLI (``syncflow sync instance``); ``module:attr``: that flow alone."""
+    source: str = "fast"
+    incremental_sizes: str = "first"
+    """``first``: the incremental and nothing-new runs after the first size only; ``all``: every size."""
+    floor_single: bool = True
+    cli_start: bool = True
+    cli_start_repeats: int = 5
 
 
 @dataclass
@@ -83,7 +91,7 @@ class Check:
     expected_rows: int
     expected_cursor: int
     stored_rows: int
-    distinct_seqs: int
+    distinct_ids: int
     cursor: int | None
     synced_rows: int | None
     problems: list[str] = field(default_factory=list)
@@ -95,20 +103,23 @@ class Check:
 
 @dataclass
 class Measurement:
-    variant: Variant
-    phase: Phase
+    variant: str
+    phase: str
     size: int
     rows: int
     round: int
     child: dict[str, Any]
     cpu: dict[str, float]
-    check: Check
+    check: Check | None
     load_before: float = 0.0
     """1-minute load average just before the run: other work on the machine skews timings."""
+    process_wall_s: float = 0.0
+    """Spawn to exit of the child process, timed by the harness."""
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["check"]["ok"] = self.check.ok
+        if self.check is not None:
+            out["check"]["ok"] = self.check.ok
         return out
 
 
@@ -118,18 +129,23 @@ class Target:
 
     variant: Variant
     url: str
-    instance_id: int
-    item_id: int
+    instance_id: int = 0
+    item_id: int = 0
     block_name: str | None = None
+    pipelines_dir: str | None = None
 
 
 @dataclass
 class BenchRun:
     config: Config
     measurements: list[Measurement]
+    server_rates: list[dict[str, Any]]
+    floor_single: list[Measurement]
+    cli_start: dict[str, Any]
     prefect: dict[str, Any]
     started_at: str
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[str], None]
@@ -139,135 +155,141 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def timed_process(
+    args: list[str], *, env: dict[str, str], log: Path, timeout: float, cwd: Path = REPO
+) -> tuple[int, float]:
+    """Run ``args`` to its end; ``(exit status, seconds from spawn to exit)``."""
+    with log.open("ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
+        return proc.returncode, time.perf_counter() - start
+
+
 class Harness:
-    def __init__(self, config: Config, *, progress: Progress = _stderr) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        prefect: dict[str, Any],
+        child_env: dict[str, str],
+        workdir: Path,
+        progress: Progress = _stderr,
+    ) -> None:
         self.config = config
+        self.prefect = prefect
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:8]
         self.dbs = PgDatabases(config.admin_url, prefix=f"syncflow_bench_{self.run_id}")
-        self.workdir = Path(tempfile.mkdtemp(prefix="syncflow-bench-"))
-        self.logs = config.keep_logs or self.workdir / "logs"
+        self.workdir = Path(tempfile.mkdtemp(prefix="engine-", dir=workdir))
+        self.logs = (config.keep_logs or workdir / "logs") / "engine"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.prefect_server: PrefectServerProcess | None = None
-        self.child_env: dict[str, str] = {}
+        self.child_env = child_env
+        self.notes: list[str] = []
+        self.variants = tuple(v for v in config.variants if v != "dlt" or dltpeer.available())
+        if "dlt" in config.variants and "dlt" not in self.variants:
+            self.notes.append("dlt is not installed (`pip install -e '.[bench]'`): its column is skipped")
 
     # ------------------------------------------------------------------ the whole run
 
     def run(self) -> BenchRun:
-        """Every round; the run's databases are dropped and its temporary files removed at the end
-        (the logs are kept, and their place reported, when something failed)."""
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         t0 = time.perf_counter()
         measurements: list[Measurement] = []
-        ok = False
+        rates: list[dict[str, Any]] = []
+        floors: list[Measurement] = []
+        cli: dict[str, Any] = {}
         try:
-            with self._prefect() as prefect:
-                try:
-                    for size in self.config.sizes:
-                        for round_no in range(self.config.repeat):
-                            measurements.extend(self._round(size, round_no))
-                finally:
-                    self.dbs.drop_all()
-            ok = True
+            for i, size in enumerate(self.config.sizes):
+                with_incremental = self.config.incremental and (self.config.incremental_sizes == "all" or i == 0)
+                for round_no in range(self.config.repeat):
+                    ms, rate = self._round(size, round_no, bool(with_incremental))
+                    measurements.extend(ms)
+                    rates.append(rate)
+                    if i == 0 and self.config.floor_single:
+                        floors.append(self._floor_single(round_no))
+            if self.config.cli_start:
+                cli = self._cli_start()
         finally:
-            if ok or self.config.keep_logs is not None:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-            else:
-                self.progress(f"logs kept in {self.logs}")
-        return BenchRun(self.config, measurements, prefect, started_at, time.perf_counter() - t0)
-
-    @contextmanager
-    def _prefect(self) -> Iterator[dict[str, Any]]:
-        """A Prefect API for the run; sets the environment this process and the children use."""
-        home = self.workdir / "prefect-home"
-        home.mkdir()
-        env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        info: dict[str, Any] = {"mode": self.config.prefect_mode}
-        if self.config.prefect_mode == "server":
-            server = PrefectServerProcess(home=home, log_path=self.logs / "prefect-server.log")
-            self.progress("starting a local Prefect server ...")
-            try:
-                env["PREFECT_API_URL"] = server.start()
-                info.update(api_url=env["PREFECT_API_URL"], startup_s=server.startup_s)
-                self.progress(f"Prefect server up at {env['PREFECT_API_URL']} in {server.startup_s:.1f}s")
-                self.prefect_server = server
-                yield from self._with_env(env, info)
-            finally:
-                server.stop()
-        else:
-            env["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "true"
-            yield from self._with_env(env, info)
-
-    def _with_env(self, env: dict[str, str], info: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        # Set before prefect is first imported (by blocks.seq_http, in _prepare).
-        os.environ.pop("PREFECT_API_URL", None)
-        os.environ.update(env)
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        self.child_env = {**os.environ, "PYTHONPATH": path}
-        yield info
+            self.dbs.drop_all()
+        return BenchRun(
+            self.config,
+            measurements,
+            rates,
+            floors,
+            cli,
+            self.prefect,
+            started_at,
+            time.perf_counter() - t0,
+            self.notes,
+        )
 
     # ------------------------------------------------------------------------ a round
 
-    def _round(self, size: int, round_no: int) -> list[Measurement]:
+    def _round(self, size: int, round_no: int, with_incremental: bool) -> tuple[list[Measurement], dict[str, Any]]:
         cfg = self.config
         out: list[Measurement] = []
         label = f"{size}-{round_no}"
         with SeqServerProcess(
-            messages=size, token=TOKEN, seed=cfg.seed, log_path=self.logs / f"seqserver-{label}.log"
+            messages=size,
+            token=TOKEN,
+            seed=cfg.seed,
+            log_path=self.logs / f"seqserver-{label}.log",
+            source=cfg.source,
+            page_size=cfg.batch_size,
         ) as server:
             server.start()
-            targets = {v: self._prepare(v, server, label) for v in cfg.variants}
+            load = os.getloadavg()[0]
+            rate = {"size": size, "round": round_no, "source": cfg.source, "load_before": load, **server.rate()}
+            self.progress(f"  seq server ({cfg.source}) alone: {rate['msgs_per_s']:,.0f} msgs/s (load {load:.1f})")
+            targets = {v: self._prepare(v, server, label) for v in self.variants}
             phases: list[tuple[Phase, int]] = [("full", size)]
-            if cfg.incremental:
-                phases.append(("incremental", cfg.incremental))
+            if with_incremental:
+                phases += [("incremental", cfg.incremental), ("noop", 0)]
             for phase, rows in phases:
                 if phase == "incremental":
                     server.append(rows)
-                for variant in cfg.variants:
+                for variant in self.variants:
                     out.append(self._measure(targets[variant], server, phase, size, rows, round_no))
             for target in targets.values():
                 self.dbs.drop(target.url)
-        return out
+        return out, rate
 
     def _prepare(self, variant: Variant, server: SeqServerProcess, label: str) -> Target:
-        from syncflow.store import instances
-        from syncflow.store.db import make_engine, session_scope
-        from syncflow.store.migrations import upgrade
-        from syncflow.store.models import SyncConfigItem
-        from syncflow.store.sync_state import ensure_item
-
         url = self.dbs.create(f"{variant}_{label}".replace("-", "_"))
-        engine = make_engine(url)
-        try:
-            upgrade(engine)
-            block_name = None
-            if variant == "syncflow":
-                from blocks.seq_http import SeqHttpInstance
-
-                block_name = f"bench-{self.run_id}-{label}"
-                SeqHttpInstance(base_url=server.url, token=TOKEN, batch_size=self.config.batch_size).save(
-                    block_name, overwrite=True
-                )
-            with session_scope(engine) as s:
-                inst = instances.add_instance(s, name=INSTANCE, kind="http-seq", block_name=block_name)
-                ensure_item(s, instance_id=inst.id, category="messages")
-                item_id = s.query(SyncConfigItem.id).filter_by(instance_id=inst.id, category="messages").scalar()
-                target = Target(variant, url, inst.id, int(item_id), block_name)
-        finally:
-            engine.dispose()
+        target = Target(variant, url)
+        if variant == "dlt":
+            target.pipelines_dir = str(self.workdir / f"dlt-{label}")
+            return target
+        _product.migrate(url)
+        if variant == "syncflow":
+            target.block_name = f"bench-{self.run_id}-{label}"
+            self._in_child(
+                "_product.save_seq_block",
+                [target.block_name],
+                {"base_url": server.url, "token": TOKEN, "batch_size": self.config.batch_size},
+            )
+        target.instance_id, target.item_id = _product.register_instance(
+            url, name=INSTANCE, block_name=target.block_name
+        )
         return target
 
-    def _open_record(self, target: Target) -> int:
-        from syncflow.store import sessions
-        from syncflow.store.db import make_engine, session_scope
-
-        engine = make_engine(target.url)
-        try:
-            with session_scope(engine) as s:
-                row = sessions.open_session(s, sync_category="messages", instances=[INSTANCE], created_by="bench")
-                return sessions.records_in_order(s, session_id=row.session_id)[0].id
-        finally:
-            engine.dispose()
+    def _in_child(self, fn: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Call a :mod:`bench._product` function in a child with the Prefect environment
+        (blocks are saved through the Prefect API; this process never imports Prefect)."""
+        code = (
+            "import json,sys; from bench import _product; "
+            f"_product.{fn.split('.', 1)[1]}(*json.loads(sys.argv[1]), **json.loads(sys.argv[2]))"
+        )
+        rc, _ = timed_process(
+            [sys.executable, "-c", code, json.dumps(args), json.dumps(kwargs)],
+            env=self.child_env,
+            log=self.logs / "setup.log",
+            timeout=300,
+        )
+        if rc != 0:
+            raise RuntimeError(f"{fn} failed (see {self.logs / 'setup.log'})")
 
     # -------------------------------------------------------------------- one run
 
@@ -289,35 +311,45 @@ class Harness:
                 "item_id": target.item_id,
                 "batch_size": self.config.batch_size,
             }
+        elif variant == "dlt":
+            spec = {
+                "base_url": server.url,
+                "token": TOKEN,
+                "conninfo": conninfo(target.url),
+                "pipelines_dir": target.pipelines_dir,
+                "batch_size": self.config.batch_size,
+            }
+        elif self.config.flow:
+            record_id = _product.open_record(target.url, instance=INSTANCE)
+            spec = {"mode": "flow", "record_id": record_id, "instance": INSTANCE, "flow": self.config.flow}
         else:
-            record_id = self._open_record(target)
-            spec = {"record_id": record_id, "instance": INSTANCE, "flow": self.config.flow}
+            spec = {"mode": "cli", "argv": _product.sync_instance_argv(INSTANCE)}
         env = {**self.child_env, "SYNCFLOW_DATABASE_URL": target.url}
         self.dbs.checkpoint()
         load_before = os.getloadavg()[0]
         roots = {"seqserver": server.pid}
-        if self.prefect_server is not None:
-            roots["prefect-server"] = self.prefect_server.pid
-        with (self.logs / f"{label}.log").open("wb") as log, CpuSampler(roots) as cpu:
+        if self.prefect.get("pid"):
+            roots["prefect-server"] = self.prefect["pid"]
+        with CpuSampler(roots) as cpu:
             spec.update(out=str(out), spawned_at=time.time())
-            proc = subprocess.run(
-                [*self._profiler(label, variant), sys.executable, "-m", _CHILD_MODULE[variant], json.dumps(spec)],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=self.config.child_timeout,
-                check=False,
+            args = [*self._profiler(label, variant), sys.executable, "-m", _CHILD_MODULE[variant], json.dumps(spec)]
+            rc, process_wall = timed_process(
+                args, env=env, log=self.logs / f"{label}.log", timeout=self.config.child_timeout
             )
-        if proc.returncode != 0 or not out.exists():
+        if rc != 0 or not out.exists():
             tail = (self.logs / f"{label}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{label}: child exited with {proc.returncode}; log tail:\n{tail}")
+            raise RuntimeError(f"{label}: child exited with {rc}; log tail:\n{tail}")
         child = json.loads(out.read_bytes())
+        if variant == "syncflow" and record_id is None:
+            with psycopg.connect(conninfo(target.url)) as conn:
+                row = conn.execute(_LAST_RECORD, (INSTANCE,)).fetchone()
+                record_id = row[0] if row else None
         check = self._check(target, server, child, rows, record_id)
-        m = Measurement(variant, phase, size, rows, round_no, child, cpu.used, check, load_before)
+        m = Measurement(variant, phase, size, rows, round_no, child, cpu.used, check, load_before, process_wall)
         status = "ok" if check.ok else "FAIL: " + "; ".join(check.problems)
+        window = child.get("sync_s")
         self.progress(
-            f"  {label}: {child['wall_s']:.2f}s wall, {rows / child['wall_s']:,.0f} msgs/s, "
+            f"  {label}: process {process_wall:.2f}s, sync window {window or 0:.2f}s, "
             f"{child['peak_rss_mb']:.0f} MB, load {load_before:.1f}, check {status}"
         )
         return m
@@ -329,9 +361,53 @@ class Harness:
             return []
         where.mkdir(parents=True, exist_ok=True)
         return [
-            self.config.py_spy, "record", "--format", "raw", "--rate", "250", "--idle", "--threads",
+            self.config.py_spy, "record", "--format", "raw", "--rate", "200", "--idle", "--threads",
             "--nonblocking", "--output", str(where / f"{label}.txt"), "--",
         ]  # fmt: skip
+
+    # ------------------------------------------------------------------- floors
+
+    def _floor_single(self, round_no: int) -> Measurement:
+        """One parent flow + one subflow + one task, spawn to exit, on the same Prefect server."""
+        out = self.workdir / f"floor-single-{round_no}.json"
+        load = os.getloadavg()[0]
+        roots = {"prefect-server": self.prefect["pid"]} if self.prefect.get("pid") else {}
+        with CpuSampler(roots) as cpu:
+            spec = {"out": str(out), "spawned_at": time.time()}
+            rc, wall = timed_process(
+                [sys.executable, "-m", "bench.floor", "single", json.dumps(spec)],
+                env=self.child_env,
+                log=self.logs / f"floor-single-{round_no}.log",
+                timeout=600,
+            )
+        if rc != 0:
+            raise RuntimeError(f"floor single run failed (see {self.logs})")
+        child = json.loads(out.read_bytes())
+        self.progress(f"  floor, single run: process {wall:.2f}s, load {load:.1f}")
+        return Measurement("floor", "single", 0, 0, round_no, child, cpu.used, None, load, wall)
+
+    def _cli_start(self) -> dict[str, Any]:
+        """``syncflow --help`` and ``python -c 'import <cli module>'``, spawn to exit (medians),
+        against ``python -c 'from prefect import flow'`` (what any Prefect process imports)."""
+        script = str(Path(sys.executable).with_name(_product.CLI_SCRIPT))
+        probes = {
+            "syncflow --help": [script, "--help"],
+            f"import {_product.CLI_MODULE}": [sys.executable, "-c", f"import {_product.CLI_MODULE}"],
+            "from prefect import flow": [sys.executable, "-c", "from prefect import flow"],
+            "python -c pass": [sys.executable, "-c", "pass"],
+        }
+        out: dict[str, Any] = {}
+        for name, args in probes.items():
+            walls = []
+            load = os.getloadavg()[0]
+            for _ in range(self.config.cli_start_repeats):
+                rc, wall = timed_process(args, env=self.child_env, log=self.logs / "cli-start.log", timeout=120)
+                if rc != 0:
+                    raise RuntimeError(f"{name} exited with {rc} (see {self.logs / 'cli-start.log'})")
+                walls.append(wall)
+            out[name] = {"median_s": statistics.median(walls), "walls_s": walls, "load_before": load}
+            self.progress(f"  {name}: {statistics.median(walls):.2f}s (median of {len(walls)}, load {load:.1f})")
+        return out
 
     # ------------------------------------------------------------------- checking
 
@@ -339,58 +415,67 @@ class Harness:
         self, target: Target, server: SeqServerProcess, child: dict[str, Any], rows: int, record_id: int | None
     ) -> Check:
         state = server.state()
+        table = "bench_dlt.messages" if target.variant == "dlt" else "messages"
+        where = "" if target.variant == "dlt" else f" WHERE instance_id = {int(target.instance_id)}"
+        record = None
         with psycopg.connect(conninfo(target.url)) as conn:
             stored, distinct, max_seq = conn.execute(
-                "SELECT count(*), count(DISTINCT seq), max(seq) FROM messages WHERE instance_id = %s",
-                (target.instance_id,),
+                sql.SQL("SELECT count(*), count(DISTINCT message_id), max(seq) FROM {}" + where).format(sql.SQL(table))
             ).fetchone()  # type: ignore[misc]
-            cursor_row = conn.execute(
-                "SELECT last_seq FROM sync_config_items WHERE id = %s", (target.item_id,)
-            ).fetchone()
-            cursor = cursor_row[0] if cursor_row else None
-            record = None
+            if target.variant == "dlt":
+                cursor = max_seq  # dlt keeps its cursor in its state: the highest stored seq is what it resumes from
+            else:
+                cursor_row = conn.execute(
+                    "SELECT last_seq FROM sync_config_items WHERE id = %s", (target.item_id,)
+                ).fetchone()
+                cursor = cursor_row[0] if cursor_row else None
             if record_id is not None:
                 record = conn.execute(
                     "SELECT status, items_synced, items_created, error_message FROM sync_instance_records "
                     "WHERE id = %s",
                     (record_id,),
                 ).fetchone()
-            sample_problems = self._sample(conn, target, server, state["maxSeq"])
-        synced = child["result"]["messages"] if target.variant == "raw" else (record[1] if record else None)
-        check = Check(
-            expected_rows=state["messages"],
-            expected_cursor=state["maxSeq"],
-            stored_rows=stored,
-            distinct_seqs=distinct,
-            cursor=cursor,
-            synced_rows=synced,
-        )
+            sample_problems = self._sample(conn, target, server, state["maxSeq"], table, where)
+        if target.variant == "syncflow":
+            synced = record[1] if record else None
+        else:
+            synced = child["result"]["messages"]
+        check = Check(state["messages"], state["maxSeq"], stored, distinct, cursor, synced)
         p = check.problems
+        if target.variant == "syncflow" and child.get("exit_code", 0) != 0:
+            p.append(f"syncflow exited with {child.get('exit_code')}")
         if stored != state["messages"]:
             p.append(f"{stored} rows stored, the server has {state['messages']}")
         if distinct != stored:
-            p.append(f"{stored - distinct} duplicate seqs")
+            p.append(f"{stored - distinct} duplicate message ids")
         if cursor != state["maxSeq"] or max_seq != state["maxSeq"]:
             p.append(f"cursor {cursor} / max stored seq {max_seq}, server maxSeq {state['maxSeq']}")
         if synced != rows:
             p.append(f"{synced} rows synced in this run, expected {rows}")
-        if record is not None and (record[0] != "completed" or record[2] != rows):
-            p.append(f"record {record[0]}, {record[2]} created (expected completed, {rows}): {record[3] or ''}")
+        if target.variant == "syncflow" and (record is None or record[0] != "completed" or record[2] != rows):
+            p.append(f"record {record and record[0]}, {record and record[2]} created (expected completed, {rows})")
         p.extend(sample_problems)
         return check
 
     def _sample(
-        self, conn: psycopg.Connection[Any], target: Target, server: SeqServerProcess, max_seq: int
+        self,
+        conn: psycopg.Connection[Any],
+        target: Target,
+        server: SeqServerProcess,
+        max_seq: int,
+        table: str,
+        where: str,
     ) -> list[str]:
         """Compare a few rows, every field, with what the server serves."""
         rng = random.Random(max_seq)
         problems: list[str] = []
         headers = {"Authorization": f"Bearer {TOKEN}"}
+        query = sql.SQL(f"SELECT {_COLS} FROM {{}}" + (where + " AND" if where else " WHERE") + " message_id = %s")
         for after in sorted({0, max(0, max_seq - _SAMPLE_ROWS), rng.randrange(max(1, max_seq))}):
             body = {"lastSeq": after, "count": _SAMPLE_ROWS, "timestamp": 0}
             page = httpx.post(f"{server.url}/api/v1/messages/sync", json=body, headers=headers, timeout=10.0).json()
             for msg in page["data"]["messages"]:
-                row = conn.execute(_SAMPLE_SQL, (target.instance_id, msg["messageID"])).fetchone()
+                row = conn.execute(query.format(sql.SQL(table)), (msg["messageID"],)).fetchone()
                 want = tuple(msg.get(w) for _, w in _WIRE_NAMES)
                 if row is None:
                     problems.append(f"message {msg['messageID']} (seq {msg['seq']}) missing")

@@ -210,15 +210,31 @@ class _Process:
 
 
 class SeqServerProcess(_Process):
-    """``python -m syncflow.testing.seqserver`` in its own process; admin calls over HTTP."""
+    """A seq server in its own process; admin calls over HTTP.
+
+    ``source="fast"`` (default): :mod:`bench.fastseq`, pages pre-serialised on the batch grid, not
+    the bottleneck. ``source="reference"``: the project's reference server (see
+    :data:`bench._product.REFERENCE_SEQSERVER`), which caps any client at ~40k msg/s.
+    """
 
     name = "seqserver"
 
-    def __init__(self, *, messages: int, token: str, seed: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        messages: int,
+        token: str,
+        seed: int,
+        log_path: Path,
+        source: str = "fast",
+        page_size: int = 500,
+    ) -> None:
         super().__init__(log_path)
         self.messages = messages
         self.token = token
         self.seed = seed
+        self.source = source
+        self.page_size = page_size
         self.port = 0
 
     @property
@@ -231,10 +247,16 @@ class SeqServerProcess(_Process):
 
     def start(self, timeout: float = 60.0) -> str:
         self.port = free_port()
+        if self.source == "fast":
+            module, extra = "bench.fastseq", ["--page-size", str(self.page_size)]
+        else:
+            from bench._product import REFERENCE_SEQSERVER
+
+            module, extra = REFERENCE_SEQSERVER, []
         args = [
-            sys.executable, "-m", "syncflow.testing.seqserver",
+            sys.executable, "-m", module,
             "--port", str(self.port), "--messages", str(self.messages),
-            "--token", self.token, "--seed", str(self.seed),
+            "--token", self.token, "--seed", str(self.seed), *extra,
         ]  # fmt: skip
         proc = self._spawn(args)
         wait_http(f"{self.url}/_admin/state", proc=proc, timeout=timeout, headers=self._headers)
@@ -250,12 +272,16 @@ class SeqServerProcess(_Process):
         response = httpx.post(f"{self.url}/_admin/append", json={"n": n}, headers=self._headers, timeout=30.0)
         response.raise_for_status()
 
-    def forget_requests(self) -> None:
-        httpx.delete(f"{self.url}/_admin/requests", headers=self._headers, timeout=10.0).raise_for_status()
+    def rate(self) -> dict[str, float]:
+        """The server's own rate: a tight client reads every page, nothing stored."""
+        from bench.fastseq import measure_rate
+
+        return measure_rate(self.url, self.token, page_size=self.page_size)
 
 
 class PrefectServerProcess(_Process):
-    """``prefect server start`` on a free port with its own PREFECT_HOME (SQLite backend)."""
+    """``prefect server start`` on a free port with its own PREFECT_HOME (SQLite backend, or
+    PostgreSQL with ``start(database_url=...)``). ``prefect`` is the one beside this Python."""
 
     name = "prefect-server"
 
@@ -269,7 +295,9 @@ class PrefectServerProcess(_Process):
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self, timeout: float = 120.0) -> str:
+    def start(self, timeout: float = 120.0, database_url: str | None = None) -> str:
+        """Start it; ``database_url`` (``postgresql+asyncpg://...``): its own database there
+        instead of SQLite in PREFECT_HOME."""
         self.port = free_port()
         env = {
             **os.environ,
@@ -278,6 +306,8 @@ class PrefectServerProcess(_Process):
             "PREFECT_SERVER_UI_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
+        if database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         prefect = str(Path(sys.executable).with_name("prefect"))
         started = time.perf_counter()
         proc = self._spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], env)
@@ -331,3 +361,75 @@ class PgDatabases:
             for name in list(self.created):
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
                 self.created.remove(name)
+
+
+def start_prefect(server: PrefectServerProcess, dbs: PgDatabases, db: str = "postgres") -> str:
+    """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg)."""
+    if db != "postgres":
+        return server.start()
+    url = make_url(dbs.create("prefect")).set(drivername="postgresql+asyncpg")
+    return server.start(timeout=180.0, database_url=url.render_as_string(hide_password=False))
+
+
+class BenchEnv:
+    """What a benchmark run owns: a work directory, a Prefect server (PostgreSQL-backed by
+    default, own PREFECT_HOME) and the environment its children get. ``with BenchEnv(...) as env``
+    stops the server and drops its database at the end, also on errors."""
+
+    def __init__(
+        self, *, admin_url: str, logs: Path | None, prefect_db: str = "postgres", progress: Any = None
+    ) -> None:
+        import tempfile
+        import uuid
+
+        self.admin_url = admin_url
+        self.prefect_db = prefect_db
+        self.workdir = Path(tempfile.mkdtemp(prefix="syncflow-bench-"))
+        self.logs = logs or self.workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.dbs = PgDatabases(admin_url, prefix=f"syncflow_bench_{uuid.uuid4().hex[:8]}")
+        self.server = PrefectServerProcess(
+            home=self.workdir / "prefect-home", log_path=self.logs / "prefect-server.log"
+        )
+        self.prefect: dict[str, Any] = {}
+        self.child_env: dict[str, str] = {}
+        self.progress = progress or (lambda message: print(message, file=sys.stderr, flush=True))
+
+    def __enter__(self) -> Self:
+        repo = Path(__file__).resolve().parent.parent
+        self.server.home.mkdir(parents=True, exist_ok=True)
+        self.progress(f"starting a local Prefect server ({self.prefect_db}) ...")
+        try:
+            api_url = start_prefect(self.server, self.dbs, self.prefect_db)
+        except BaseException:
+            self.server.stop()
+            self.dbs.drop_all()
+            raise
+        self.progress(f"Prefect server up at {api_url} in {self.server.startup_s:.1f}s")
+        self.prefect = {
+            "api_url": api_url,
+            "pid": self.server.pid,
+            "db": self.prefect_db,
+            "startup_s": self.server.startup_s,
+        }
+        env = {**os.environ}
+        env.update(
+            PREFECT_API_URL=api_url,
+            PREFECT_HOME=str(self.server.home),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PYTHONPATH=os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p),
+        )
+        self.child_env = env
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import shutil
+
+        try:
+            self.server.stop()
+        finally:
+            self.dbs.drop_all()
+            if exc_type is None:
+                shutil.rmtree(self.workdir / "prefect-home", ignore_errors=True)

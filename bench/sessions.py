@@ -1,27 +1,34 @@
-"""``python -m bench.sessions``: one messages session over many http-seq instances, timed at
-several values of the ``tag:sync:messages`` global concurrency limit.
+"""``python -m bench.sessions``: one messages session over many http-seq instances against
+Prefect's floor, at several values of the global concurrency limit, as whole processes.
 
-    python -m bench.sessions                                   # 50 instances x 2,000 messages, limits 1 and 3
-    python -m bench.sessions --instances 10 --limits 1,2,4 --out bench/results/s10.json
+    python -m bench.sessions                               # 50 instances x 2,000 messages, limits 1 and 3
+    python -m bench.sessions --instances 10 --limits 1,2,4 --repeat 3
+    python -m bench.sessions --profile bench/results/profiles --profile-limits 3
 
-What it does: start a local ``prefect server start`` (own PREFECT_HOME; SQLite, or PostgreSQL
-with ``--prefect-db postgres``) and one shared seq server process with ``--messages`` messages
-(each instance has its own cursor, so every instance fetches all of them).
-For each limit, in a fresh PostgreSQL database: a setup child
-migrates the store, saves one ``SeqHttpInstance`` block per instance, registers the
-instances and sets the limit; then a run child calls
-``sync_session(category="messages", instances=[...], refresh_metadata=False)`` in-process
-(its subflows run in that process too) and times the call. The store is checked afterwards
-and the records' started_at/completed_at give how many instances ran at once.
+On one Prefect server (``prefect server start``, PostgreSQL-backed, own PREFECT_HOME) and one
+fast seq server (:mod:`bench.fastseq`; each instance has its own cursor and fetches all
+``--messages``), for each round and each limit L:
 
-Exit status: 0 when every run's check passed, 1 when a run stored something wrong, 2 when
-the benchmark could not run (PostgreSQL or Prefect not available, a child crashed).
+- **floor** (:mod:`bench.floor`): ``tag:sync:bench-floor`` set to L; a process runs an async
+  parent flow fanning out N async subflows of one no-op task each, each under
+  ``concurrency(..., occupy=1, strict=True)``;
+- **syncflow**: a setup child (not timed) makes a fresh PostgreSQL store with N instances and
+  their blocks, and ``tag:sync:messages`` is set to L; then ``syncflow sync run --category
+  messages --instance ... --no-metadata --quiet`` runs in a child (the CLI a user runs; the parent
+  flow and all its subflows in that process).
+
+Both are timed from spawn to exit (the ratio's numbers) and from the inside; both count their
+Prefect REST calls (by endpoint and status), events and API log records. The syncflow store is
+checked afterwards (every record completed with ``--messages`` items, ``N x messages`` rows, no
+duplicate) and the records' started_at/completed_at give how many instances ran at once.
+
+Exit status: 0 when every check passed, 1 when a run stored something wrong, 2 when the
+benchmark could not run (PostgreSQL or Prefect not available, a child crashed).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -33,8 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,12 +49,12 @@ from typing import Any
 import orjson
 import psycopg
 
-from bench.services import CpuSampler, PgDatabases, PrefectServerProcess, SeqServerProcess, ServiceError, conninfo
-from syncflow.store.sessions import max_overlap
+from bench import _product
+from bench.floor import FLOOR_LIMIT, set_limit
+from bench.services import BenchEnv, CpuSampler, PgDatabases, SeqServerProcess, ServiceError, conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
-CATEGORY = "messages"
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OUT = Path("bench/results/sessions.json")
 
@@ -61,11 +67,14 @@ class SessionConfig:
     admin_url: str = DEFAULT_ADMIN_URL
     batch_size: int = 500
     seed: int = 11
+    repeat: int = 1
     child_timeout: float = 3600.0
     keep_logs: Path | None = None
-    prefect_db: str = "sqlite"
-    """The Prefect server's own database: ``sqlite`` (its default) or ``postgres`` (a throwaway
-    database on the admin URL's server, driver asyncpg)."""
+    variants: tuple[str, ...] = ("floor", "syncflow")
+    profile_dir: Path | None = None
+    """When set, the syncflow runs at ``profile_limits`` run under ``py-spy record``."""
+    profile_limits: tuple[int, ...] = (3,)
+    py_spy: str = "py-spy"
 
 
 @dataclass
@@ -84,19 +93,26 @@ class SessionCheck:
 
 @dataclass
 class SessionRun:
+    variant: str
     limit: int
+    round: int
     instances: int
     messages: int
     wall_s: float
+    """The call inside the process (floor: the parent flow; syncflow: the CLI's main)."""
+    process_wall_s: float
+    """Spawn to exit: what the ratio compares."""
     child: dict[str, Any]
     timeline: dict[str, Any]
     cpu: dict[str, float]
-    check: SessionCheck
+    check: SessionCheck | None
     load_before: float
+    profiled: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["check"]["ok"] = self.check.ok
+        if self.check is not None:
+            out["check"]["ok"] = self.check.ok
         return out
 
 
@@ -120,19 +136,28 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-# ------------------------------------------------------------------------------ parent
+def max_overlap(intervals: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
+    """The most intervals open at one instant (an end at t counts before a start at t)."""
+    spans = list(intervals)
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+    cur = peak = 0
+    for _, step in events:
+        cur += step
+        peak = max(peak, cur)
+    return peak
 
 
 class SessionBench:
-    """Owns every process and database of the run; :meth:`run` stops and drops them all."""
+    """Runs the floor and syncflow sessions on a Prefect server it is given (:class:`BenchEnv`)."""
 
-    def __init__(self, config: SessionConfig, *, progress: Progress = _stderr) -> None:
+    def __init__(self, config: SessionConfig, env: BenchEnv, *, progress: Progress = _stderr) -> None:
         self.config = config
+        self.env = env
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:8]
         self.dbs = PgDatabases(config.admin_url, prefix=f"syncflow_bench_sess_{self.run_id}")
-        self.workdir = Path(tempfile.mkdtemp(prefix="syncflow-bench-sessions-"))
-        self.logs = config.keep_logs or self.workdir / "logs"
+        self.workdir = Path(tempfile.mkdtemp(prefix="sessions-", dir=env.workdir))
+        self.logs = env.logs / "sessions"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.names = [f"bench-s{i:03d}" for i in range(config.instances)]
         self.blocks = [f"bench-sess-{self.run_id}-{i:03d}" for i in range(config.instances)]
@@ -141,76 +166,48 @@ class SessionBench:
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         t0 = time.perf_counter()
         runs: list[SessionRun] = []
-        ok = False
-        api_url = ""
-        home = self.workdir / "prefect-home"
-        home.mkdir()
-        prefect = PrefectServerProcess(home=home, log_path=self.logs / "prefect-server.log")
         seq = SeqServerProcess(
-            messages=self.config.messages, token=TOKEN, seed=self.config.seed, log_path=self.logs / "seqserver.log"
+            messages=self.config.messages,
+            token=TOKEN,
+            seed=self.config.seed,
+            log_path=self.logs / "seqserver.log",
+            page_size=self.config.batch_size,
         )
         try:
-            self.progress(f"session bench: starting a local Prefect server ({self.config.prefect_db}) ...")
-            api_url = self._start_prefect(prefect)
-            self.progress(f"session bench: Prefect server up at {api_url} in {prefect.startup_s:.1f}s")
             seq.start()
-            env = {
-                **os.environ,
-                "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": str(home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-            }
-            for limit in self.config.limits:
-                runs.append(self._one(limit, env, prefect, seq))
-            ok = True
+            for round_no in range(self.config.repeat):
+                for limit in self.config.limits:
+                    if "floor" in self.config.variants:
+                        runs.append(self._floor(limit, round_no, seq))
+                    if "syncflow" in self.config.variants:
+                        runs.append(self._syncflow(limit, round_no, seq))
         finally:
             try:
                 seq.stop()
-                prefect.stop()
             finally:
-                try:
-                    self.dbs.drop_all()
-                finally:
-                    if ok or self.config.keep_logs is not None:
-                        shutil.rmtree(self.workdir, ignore_errors=True)
-                    else:
-                        self.progress(f"session bench: logs kept in {self.logs}")
-        info = {"mode": "server", "db": self.config.prefect_db, "api_url": api_url, "startup_s": prefect.startup_s}
-        return SessionBenchRun(self.config, runs, info, started_at, time.perf_counter() - t0)
+                self.dbs.drop_all()
+        return SessionBenchRun(self.config, runs, self.env.prefect, started_at, time.perf_counter() - t0)
 
-    def _start_prefect(self, prefect: PrefectServerProcess) -> str:
-        """Start the server; with ``prefect_db="postgres"`` on a fresh database of its own."""
-        if self.config.prefect_db != "postgres":
-            return prefect.start()
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self.dbs.create("prefect")).set(drivername="postgresql+asyncpg")
-        key = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
-        saved = os.environ.get(key)
-        os.environ[key] = url.render_as_string(hide_password=False)  # read by PrefectServerProcess
-        try:
-            return prefect.start(timeout=180.0)
-        finally:
-            if saved is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = saved
-
-    def _child(self, label: str, spec: dict[str, Any], env: dict[str, str]) -> None:
-        """Run ``python -m bench.sessions --child SPEC`` to its end; stop it on any interruption."""
+    def _process(
+        self, label: str, args: list[str], env: dict[str, str], *, profile: bool = False
+    ) -> tuple[float, list[str]]:
+        """Run a child to its end (stopped on any interruption); seconds from spawn to exit."""
         log_path = self.logs / f"{label}.log"
+        prefix: list[str] = []
+        if profile and self.config.profile_dir is not None:
+            self.config.profile_dir.mkdir(parents=True, exist_ok=True)
+            prefix = [
+                self.config.py_spy, "record", "--format", "raw", "--rate", "200", "--idle", "--threads",
+                "--nonblocking", "--output", str(self.config.profile_dir / f"session-{label}.txt"), "--",
+            ]  # fmt: skip
         with log_path.open("ab") as log:
+            start = time.perf_counter()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.sessions", "--child", json.dumps(spec)],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                [*prefix, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
             try:
                 rc = proc.wait(timeout=self.config.child_timeout)
+                wall = time.perf_counter() - start
             finally:
                 if proc.poll() is None:
                     try:
@@ -224,43 +221,71 @@ class SessionBench:
         if rc != 0:
             tail = log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{label}: child exited with {rc}; log tail:\n{tail}")
+        return wall, prefix
 
-    def _one(self, limit: int, env: dict[str, str], prefect: PrefectServerProcess, seq: SeqServerProcess) -> SessionRun:
+    def _floor(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
         cfg = self.config
-        label = f"limit{limit}"
-        url = self.dbs.create(label)
-        child_env = {**env, "SYNCFLOW_DATABASE_URL": url}
+        label = f"floor-limit{limit}-{round_no}"
+        set_limit(self.env.prefect["api_url"], FLOOR_LIMIT, limit)
         out = self.workdir / f"{label}.json"
-        base = {"names": self.names, "out": str(out)}
-        self.progress(f"  limit {limit}: setting up {cfg.instances} instances (fresh database, limit set) ...")
-        self._child(
-            f"{label}-setup",
-            {
-                **base,
-                "phase": "setup",
-                "blocks": self.blocks,
-                "seq_url": seq.url,
-                "token": TOKEN,
-                "batch_size": cfg.batch_size,
-                "limit": limit,
-            },
-            child_env,
+        load = os.getloadavg()[0]
+        spec = {"out": str(out), "instances": cfg.instances, "limit_name": FLOOR_LIMIT}
+        with CpuSampler({"prefect-server": self.env.prefect["pid"]}) as cpu:
+            spec["spawned_at"] = time.time()
+            wall, _ = self._process(
+                label, [sys.executable, "-m", "bench.floor", "session", json.dumps(spec)], self.env.child_env
+            )
+        child = json.loads(out.read_bytes())
+        self.progress(
+            f"  floor, limit {limit}: process {wall:.2f}s (flow {child['wall_s']:.2f}s), "
+            f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}"
         )
+        return SessionRun(
+            "floor", limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load
+        )
+
+    def _syncflow(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
+        cfg = self.config
+        label = f"syncflow-limit{limit}-{round_no}"
+        url = self.dbs.create(f"limit{limit}_{round_no}")
+        child_env = {**self.env.child_env, "SYNCFLOW_DATABASE_URL": url}
+        self.progress(f"  syncflow, limit {limit}: setting up {cfg.instances} instances (fresh store) ...")
+        setup = {
+            "url": url,
+            "names": self.names,
+            "blocks": self.blocks,
+            "seq_url": seq.url,
+            "token": TOKEN,
+            "batch_size": cfg.batch_size,
+        }
+        code = (
+            "import json,sys; from bench import _product; s=json.loads(sys.argv[1]); url=s.pop('url'); "
+            "_product.setup_session_store(url, **s)"
+        )
+        self._process(f"{label}-setup", [sys.executable, "-c", code, json.dumps(setup)], child_env)
+        set_limit(self.env.prefect["api_url"], _product.MESSAGES_LIMIT, limit)
         self.dbs.checkpoint()
-        load_before = os.getloadavg()[0]
-        self.progress(f"  limit {limit}: session over {cfg.instances} x {cfg.messages:,} messages ...")
-        with CpuSampler({"prefect-server": prefect.pid, "seqserver": seq.pid}) as cpu:
-            self._child(f"{label}-run", {**base, "phase": "run"}, child_env)
+        out = self.workdir / f"{label}.json"
+        profile = cfg.profile_dir is not None and limit in cfg.profile_limits
+        load = os.getloadavg()[0]
+        spec: dict[str, Any] = {"mode": "cli", "argv": _product.sync_session_argv(self.names), "out": str(out)}
+        with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
+            spec["spawned_at"] = time.time()
+            wall, _ = self._process(
+                label, [sys.executable, "-m", "bench.subflow", json.dumps(spec)], child_env, profile=profile
+            )
         child = json.loads(out.read_bytes())
         timeline, check = self._check(url, child)
         self.dbs.drop(url)
         run = SessionRun(
-            limit, cfg.instances, cfg.messages, child["wall_s"], child, timeline, cpu.used, check, load_before
-        )
+            "syncflow", limit, round_no, cfg.instances, cfg.messages, child["wall_s"], wall, child, timeline,
+            cpu.used, check, load, profile,
+        )  # fmt: skip
         status = "ok" if check.ok else "FAIL: " + "; ".join(check.problems)
         self.progress(
-            f"  limit {limit}: {run.wall_s:.1f}s wall, {cfg.instances * cfg.messages / run.wall_s:,.0f} msgs/s, "
-            f"max {timeline['max_running']} running at once, load {load_before:.1f}, check {status}"
+            f"  syncflow, limit {limit}: process {wall:.2f}s (call {child['wall_s']:.2f}s), "
+            f"max {timeline.get('max_running', 0)} running at once, {child['peak_rss_mb']:.0f} MB, "
+            f"load {load:.1f}{' (profiled)' if profile else ''}, check {status}"
         )
         return run
 
@@ -268,10 +293,13 @@ class SessionBench:
         cfg = self.config
         expected = cfg.instances * cfg.messages
         with psycopg.connect(conninfo(url)) as conn:
+            session = conn.execute(
+                "SELECT session_id, status FROM sync_sessions WHERE sync_category = 'messages' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
             recs = conn.execute(
                 "SELECT instance_name, status, items_synced, items_created, started_at, completed_at, error_message "
                 "FROM sync_instance_records WHERE session_id = %s ORDER BY id",
-                (child.get("session_id"),),
+                (session[0] if session else None,),
             ).fetchall()
             stored, distinct, per_instance_bad = conn.execute(
                 "SELECT count(*), count(DISTINCT (instance_id, seq)), "
@@ -284,8 +312,10 @@ class SessionBench:
         wrong = sum(1 for r in recs if r[2] != cfg.messages)
         check = SessionCheck(len(recs), completed, wrong, stored, expected)
         p = check.problems
-        if child.get("state") != "COMPLETED":
-            p.append(f"session run ended {child.get('state')}: {child.get('message') or ''}"[:300])
+        if child.get("exit_code") != 0:
+            p.append(f"syncflow sync run exited with {child.get('exit_code')}")
+        if session is None or session[1] != "completed":
+            p.append(f"session {session and session[0]} is {session and session[1]}")
         if len(recs) != cfg.instances:
             p.append(f"{len(recs)} records, expected {cfg.instances}")
         if completed != len(recs):
@@ -326,73 +356,85 @@ class SessionBench:
 # ------------------------------------------------------------------------------ report
 
 
+def _f(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def median_of(runs: list[SessionRun], get: Callable[[SessionRun], float | None]) -> float | None:
+    values = [v for v in (get(r) for r in runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
 def markdown(run: SessionBenchRun) -> str:
+    """The session detail table: per variant and limit, medians over the rounds (unprofiled)."""
+    from bench.apicount import categories
+
     cfg = run.config
-    base = next((r.wall_s for r in run.runs if r.limit == 1), None)
-    head = (
-        f"Session benchmark: one messages session (`sync_session`, in-process subflows) over "
-        f"{cfg.instances} http-seq instances x {cfg.messages:,} messages; one shared seq server process "
-        f"(each instance has its own cursor and fetches all {cfg.messages:,}), batches of {cfg.batch_size}; "
-        f"PostgreSQL store, a fresh database per limit; local Prefect server (`prefect server start`, "
-        f"{'PostgreSQL' if cfg.prefect_db == 'postgres' else 'SQLite'} backend, "
-        f"started in {run.prefect.get('startup_s', 0):.1f}s, not counted); {os.cpu_count()} CPUs.\n"
-    )
     lines = [
-        head,
-        "| limit | instances | messages | wall s | msgs/s | speed-up vs limit 1 | max running at once | check |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in run.runs:
-        rows = r.instances * r.messages
-        speed = f"{base / r.wall_s:.2f}x" if base else "-"
-        check = (
-            f"ok ({r.check.completed}/{r.check.records} completed, {r.check.stored_rows:,} rows)"
-            if r.check.ok
-            else "FAIL: " + "; ".join(r.check.problems)
-        )
-        lines.append(
-            f"| {r.limit} | {r.instances} | {rows:,} | {r.wall_s:.2f} | {rows / r.wall_s:,.0f} | {speed} "
-            f"| {r.timeline.get('max_running', 0)} | {check} |"
-        )
-    lines += [
+        f"Sessions: {cfg.instances} instances x {cfg.messages:,} messages (syncflow), the floor's {cfg.instances} "
+        f"no-op subflows; one Prefect server ({run.prefect.get('db')}); median of {cfg.repeat} round(s); "
+        "process = spawn to exit.",
         "",
-        "Where the time goes (seconds; from the records' started_at/completed_at and the child's clock; "
-        "CPU columns are CPU seconds during the timed call):",
-        "",
-        "| limit | call→1st record | instance sync mean | gap per instance | last record→return "
-        "| slot busy | Prefect API calls | CPU flow process | CPU prefect srv | CPU postgres | CPU seqserver "
-        "| load before |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | limit | process s | call s | max at once | gap/instance s | REST calls/instance "
+        "| 423s/instance | events/instance | peak RSS MB | CPU proc s | CPU prefect srv s | load | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in run.runs:
-        t = r.timeline
-        busy = t.get("slot_busy")
-        calls = sum(r.child.get("prefect_api_calls", {}).values())
-        lines.append(
-            f"| {r.limit} | {_f(t.get('call_to_first_start_s'))} | {_f(t.get('instance_sync_mean_s'))} "
-            f"| {_f(t.get('gap_per_instance_s'))} | {_f(t.get('last_complete_to_return_s'))} "
-            f"| {'-' if busy is None else f'{busy:.0%}'} | {calls:,} "
-            f"| {_f(r.child.get('cpu_s'))} | {_f(r.cpu.get('prefect-server'))} | {_f(r.cpu.get('postgres'))} "
-            f"| {_f(r.cpu.get('seqserver'))} | {r.load_before:.1f} |"
-        )
-    lines += [
-        "",
-        "instance sync = a record's started_at to completed_at (inside the subflow, after its slot was "
-        "taken); gap per instance = slot time not covered by a record (slot hand-over, ~1 s polling, plus "
-        "the next subflow run's creation and start-up); slot busy = record time / (limit x records span).",
-    ]
+    for variant in cfg.variants:
+        for limit in cfg.limits:
+            rs = [r for r in run.runs if r.variant == variant and r.limit == limit and not r.profiled]
+            if not rs:
+                continue
+            n = cfg.instances
+            cats = [categories(r.child) for r in rs]
+            checks = [r.check for r in rs if r.check is not None]
+            ok = all(c.ok for c in checks)
+            check = "-" if not checks else ("ok" if ok else "FAIL: " + "; ".join(p for c in checks for p in c.problems))
+            cpu_proc = median_of(
+                rs, lambda r: r.child.get("cpu_s") or (r.child.get("cpu_user_s", 0) + r.child.get("cpu_sys_s", 0))
+            )
+            loads = [r.load_before for r in rs]
+            lines.append(
+                f"| {variant} | {limit} | {_f(median_of(rs, lambda r: r.process_wall_s))} "
+                f"| {_f(median_of(rs, lambda r: r.wall_s))} "
+                f"| {_f(median_of(rs, lambda r: r.timeline.get('max_running')), 0) if variant == 'syncflow' else '-'} "
+                f"| {_f(median_of(rs, lambda r: r.timeline.get('gap_per_instance_s')))} "
+                f"| {statistics.median(c['REST calls'] for c in cats) / n:.1f} "
+                f"| {statistics.median(c['slot requests answered 423'] for c in cats) / n:.1f} "
+                f"| {statistics.median(c['events'] for c in cats) / n:.1f} "
+                f"| {_f(median_of(rs, lambda r: r.child.get('peak_rss_mb')), 0)} | {_f(cpu_proc)} "
+                f"| {_f(median_of(rs, lambda r: r.cpu.get('prefect-server')))} "
+                f"| {min(loads):.1f}-{max(loads):.1f} | {check} |"
+            )
     return "\n".join(lines)
 
 
-def _f(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+def api_table(run: SessionBenchRun) -> str:
+    """What each instance asks of Prefect, floor vs syncflow, per limit (first unprofiled round)."""
+    from bench.apicount import categories
+
+    cfg = run.config
+    cols: list[tuple[str, SessionRun]] = []
+    for limit in cfg.limits:
+        for variant in cfg.variants:
+            r = next((r for r in run.runs if r.variant == variant and r.limit == limit and not r.profiled), None)
+            if r is not None:
+                cols.append((f"{variant} L{limit}", r))
+    if not cols:
+        return ""
+    cats = [categories(r.child) for _, r in cols]
+    lines = [
+        "| per instance | " + " | ".join(name for name, _ in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for key in cats[0]:
+        lines.append(f"| {key} | " + " | ".join(f"{c[key] / cfg.instances:.2f}" for c in cats) + " |")
+    return "\n".join(lines)
 
 
 def write_json(run: SessionBenchRun, path: Path, postgres_version: str | None) -> None:
     from bench.report import environment
 
     cfg = asdict(run.config)
-    cfg["keep_logs"] = str(cfg["keep_logs"]) if cfg["keep_logs"] else None
     doc = {
         "benchmark": "sessions",
         "started_at": run.started_at,
@@ -406,229 +448,94 @@ def write_json(run: SessionBenchRun, path: Path, postgres_version: str | None) -
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str))
 
 
-# ------------------------------------------------------------------------------- child
-
-
-async def _set_limit(limit: int) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
-
-    name = f"tag:sync:{CATEGORY}"
-    async with get_client() as client:
-        try:
-            await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-        await client.update_global_concurrency_limit(
-            name, GlobalConcurrencyLimitUpdate(limit=limit, active_slots=0, active=True)
-        )
-        gcl = await client.read_global_concurrency_limit_by_name(name)
-        if gcl.limit != limit:
-            raise RuntimeError(f"{name}: limit is {gcl.limit} after setting it to {limit}")
-
-
-def _child_setup(spec: dict[str, Any]) -> None:
-    """Migrate the fresh store, save one block per instance, register the instances, set the limit."""
-    from blocks.seq_http import SeqHttpInstance
-    from syncflow.store import instances
-    from syncflow.store.db import get_engine, session_scope
-    from syncflow.store.migrations import upgrade
-
-    engine = get_engine()
-    upgrade(engine)
-    for block in spec["blocks"]:
-        SeqHttpInstance(base_url=spec["seq_url"], token=spec["token"], batch_size=spec["batch_size"]).save(
-            block, overwrite=True
-        )
-    with session_scope(engine) as s:
-        for name, block in zip(spec["names"], spec["blocks"], strict=True):
-            instances.add_instance(s, name=name, kind="http-seq", block_name=block)
-    asyncio.run(_set_limit(int(spec["limit"])))
-
-
-def _record_slow_prefect_calls(threshold_s: float = 2.0) -> list[dict[str, Any]]:
-    """Every Prefect REST call (async and sync clients, retries included) slower than
-    ``threshold_s``: endpoint, start (``perf_counter``), duration, status or exception."""
-    import re
-
-    from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
-
-    ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-    slow: list[dict[str, Any]] = []
-
-    def note(request: Any, start: float, outcome: str) -> None:
-        took = time.perf_counter() - start
-        if took >= threshold_s:
-            endpoint = f"{request.method} {ids.sub('{id}', request.url.path)}"
-            slow.append({"endpoint": endpoint, "at": start, "took_s": took, "outcome": outcome})
-
-    async_send = PrefectHttpxAsyncClient.send
-    sync_send = PrefectHttpxSyncClient.send
-
-    async def timed_async(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        start, outcome = time.perf_counter(), "?"
-        try:
-            response = await async_send(self, request, *args, **kwargs)
-            outcome = str(response.status_code)
-            return response
-        except BaseException as exc:
-            outcome = type(exc).__name__
-            raise
-        finally:
-            note(request, start, outcome)
-
-    def timed_sync(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        start, outcome = time.perf_counter(), "?"
-        try:
-            response = sync_send(self, request, *args, **kwargs)
-            outcome = str(response.status_code)
-            return response
-        except BaseException as exc:
-            outcome = type(exc).__name__
-            raise
-        finally:
-            note(request, start, outcome)
-
-    PrefectHttpxAsyncClient.send = timed_async  # type: ignore[method-assign]
-    PrefectHttpxSyncClient.send = timed_sync  # type: ignore[method-assign]
-    return slow
-
-
-def _child_run(spec: dict[str, Any]) -> None:
-    """Time one ``sync_session`` call in this process; write what happened to ``spec["out"]``."""
-    from bench import probe
-    from bench.subflow import instrument_prefect_api
-
-    imports = time.perf_counter()
-    from flows.session_sync import sync_session
-
-    import_s = time.perf_counter() - imports
-    spans = probe.Spans()
-    calls: Counter[str] = Counter()
-    instrument_prefect_api(spans, calls)
-    slow = _record_slow_prefect_calls()
-
-    async def go() -> tuple[Any, Any]:
-        state = await sync_session(
-            category=CATEGORY, instances=spec["names"], refresh_metadata=False, created_by="bench", return_state=True
-        )
-        return state, await state.aresult(raise_on_failure=False)
-
-    cpu0 = sum(probe.cpu_seconds())
-    called_at = time.time()
-    call = time.perf_counter()
-    state, result = asyncio.run(go())
-    wall = time.perf_counter() - call
-    returned_at = time.time()
-    cpu = sum(probe.cpu_seconds()) - cpu0
-    summary = result if isinstance(result, dict) else {}
-    report = {
-        "wall_s": wall,
-        "called_at": called_at,
-        "returned_at": returned_at,
-        "import_s": import_s,
-        "state": state.type.value if hasattr(state.type, "value") else str(state.type),
-        "message": state.message,
-        "error": None if isinstance(result, dict) else repr(result)[:2000],
-        "session_id": summary.get("session_id"),
-        "cpu_s": cpu,
-        "peak_rss_mb": probe.peak_rss_mb(),
-        "prefect_api_calls": dict(calls.most_common()),
-        "prefect_api_s": probe.length(spans.get("prefect-api")) if spans.get("prefect-api") else 0.0,
-        "prefect_api_slow_calls": [{**c, "at_s": c["at"] - call} for c in slow],
-    }
-    Path(spec["out"]).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
-
-
-def child_main(spec_json: str) -> int:
-    spec = json.loads(spec_json)
-    if spec["phase"] == "setup":
-        _child_setup(spec)
-    else:
-        _child_run(spec)
-    return 0
-
-
 # -------------------------------------------------------------------------------- CLI
 
 
-def _limits(text: str) -> tuple[int, ...]:
+def _ints(text: str) -> tuple[int, ...]:
     try:
-        limits = tuple(int(p) for p in text.split(",") if p.strip())
+        values = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--limits takes integers separated by commas, not {text!r}") from None
-    if not limits or min(limits) < 1:
-        raise argparse.ArgumentTypeError("--limits needs at least one limit >= 1")
-    return limits
+        raise argparse.ArgumentTypeError(f"integers separated by commas, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("at least one value >= 1")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    parser.add_argument(f"--{prefix}instances", type=int, default=50)
+    parser.add_argument(f"--{prefix}messages", type=int, default=2000, help="messages per instance (one server)")
+    parser.add_argument(f"--{prefix}limits", type=_ints, default=(1, 3), help="GCL limits to run at (default 1,3)")
+    parser.add_argument(
+        "--profile-limits", type=_ints, default=(3,), help="with --profile: the limits whose syncflow run is profiled"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.sessions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--instances", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=2000, help="messages per instance (all served by one server)")
-    parser.add_argument("--limits", type=_limits, default=(1, 3), help="GCL limits to run at (default 1,3)")
+    add_arguments(parser)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (medians are printed)")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--variants", default="floor,syncflow", help="floor,syncflow (default both)")
     parser.add_argument(
         "--pg-admin-url",
         default=os.environ.get("SYNCFLOW_BENCH_PG_ADMIN_URL", DEFAULT_ADMIN_URL),
         help="server on which the run's databases are created and dropped",
     )
+    parser.add_argument("--prefect-db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     parser.add_argument("--logs", type=Path, default=None, help="keep the children's and servers' logs here")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per session run")
-    parser.add_argument(
-        "--prefect-db",
-        choices=("sqlite", "postgres"),
-        default="postgres",
-        help="the Prefect server's own database (default postgres: a throwaway database, asyncpg, "
-        "what production should run; sqlite: Prefect's out-of-the-box default)",
-    )
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the syncflow runs")
+    parser.add_argument("--py-spy", default=_py_spy())
     args = parser.parse_args(argv)
-    if args.instances < 1 or args.messages < 1 or not 1 <= args.batch_size <= 10_000:
-        parser.error("--instances >= 1, --messages >= 1, --batch-size 1..10000")
+    if args.instances < 1 or args.messages < 1 or not 1 <= args.batch_size <= 10_000 or args.repeat < 1:
+        parser.error("--instances >= 1, --messages >= 1, --batch-size 1..10000, --repeat >= 1")
     return args
+
+
+def _py_spy() -> str:
+    """py-spy beside this Python (a venv's bin), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_cli(
-    *,
-    instances: int,
-    messages: int,
-    limits: tuple[int, ...],
-    admin_url: str,
-    out: Path,
-    batch_size: int = 500,
-    logs: Path | None = None,
-    timeout: float = 3600.0,
-    prefect_db: str = "sqlite",
-) -> int:
-    """Run the session benchmark, print its table; the exit status (0 ok, 1 a check failed, 2 could not run)."""
+def config_from(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
+    return SessionConfig(
+        instances=args.instances,
+        messages=args.messages,
+        limits=args.limits,
+        admin_url=args.pg_admin_url,
+        batch_size=args.batch_size,
+        repeat=args.repeat,
+        child_timeout=args.timeout,
+        keep_logs=args.logs,
+        variants=tuple(v.strip() for v in getattr(args, "session_variants", "floor,syncflow").split(",")),
+        profile_dir=args.profile,
+        profile_limits=args.profile_limits,
+        py_spy=args.py_spy,
+        **overrides,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.session_variants = args.variants
     try:
-        with psycopg.connect(conninfo(admin_url), connect_timeout=5) as conn:
+        with psycopg.connect(conninfo(args.pg_admin_url), connect_timeout=5) as conn:
             row = conn.execute("SHOW server_version").fetchone()
         pg_version = str(row[0]) if row else None
     except psycopg.OperationalError as exc:
-        print(f"bench.sessions: PostgreSQL is not reachable at {admin_url}: {exc}", file=sys.stderr)
+        print(f"bench.sessions: PostgreSQL is not reachable at {args.pg_admin_url}: {exc}", file=sys.stderr)
         return 2
-    config = SessionConfig(
-        instances=instances,
-        messages=messages,
-        limits=limits,
-        admin_url=admin_url,
-        batch_size=batch_size,
-        child_timeout=timeout,
-        keep_logs=logs,
-        prefect_db=prefect_db,
-    )
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)  # stop what we started on SIGTERM too
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        run = SessionBench(config).run()
-    except (ServiceError, RuntimeError, psycopg.Error, subprocess.TimeoutExpired) as exc:
+        with BenchEnv(admin_url=args.pg_admin_url, logs=args.logs, prefect_db=args.prefect_db) as env:
+            run = SessionBench(config_from(args), env).run()
+    except (ServiceError, RuntimeError, OSError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"bench.sessions: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -636,27 +543,12 @@ def run_cli(
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    write_json(run, out, pg_version)
+    write_json(run, args.out, pg_version)
     print(markdown(run))
-    print(f"\n(results: {out}; total {run.seconds:.0f}s)")
-    return 0 if all(r.check.ok for r in run.runs) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child is not None:
-        return child_main(args.child)
-    return run_cli(
-        instances=args.instances,
-        messages=args.messages,
-        limits=args.limits,
-        admin_url=args.pg_admin_url,
-        out=args.out,
-        batch_size=args.batch_size,
-        logs=args.logs,
-        timeout=args.timeout,
-        prefect_db=args.prefect_db,
-    )
+    print()
+    print(api_table(run))
+    print(f"\n(results: {args.out}; total {run.seconds:.0f}s)")
+    return 0 if all(r.check is None or r.check.ok for r in run.runs) else 1
 
 
 if __name__ == "__main__":

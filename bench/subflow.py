@@ -1,13 +1,18 @@
-"""The syncflow child: one real ``sync_instance`` flow run, timed from the inside.
+"""The syncflow child: one real syncflow run, timed from the inside, Prefect calls counted.
 
-The harness wires the instance (block, instance row, session record) beforehand; this
-process only imports the flow, calls it and reports. The engine is not changed: a few of its
-functions are wrapped, at import, so each call is recorded as a span (a fetch, a batch's
-transaction, and inside them HTTP, decode, validate, upsert), and each Prefect REST call
-is timed and counted. That costs about a microsecond per call.
+Two modes (JSON spec on the command line, ``python -m bench.subflow SPEC``):
 
-Run as a child of the harness: ``python -m bench.subflow SPEC_JSON``; the Prefect API
-(``PREFECT_API_URL`` or ephemeral) and ``SYNCFLOW_DATABASE_URL`` come from the environment.
+- ``cli`` (default): the ``syncflow`` console script with ``argv`` — what a user runs
+  (``syncflow sync instance NAME``, ``syncflow sync run ...``), found through the installed
+  package's entry points, so it follows the package wherever its modules move;
+- ``flow``: ``await <module:attribute>(record_id=..., instance=...)`` — the per-instance subflow
+  alone (``--flow`` A/B-tests a candidate flow without editing the engine).
+
+Nothing is changed in the product: the engine's steps (fetch, decode, validate, store, upsert,
+cursor, record counters) are wrapped right after their modules are imported, so each call is a
+span, and :class:`bench.apicount.ApiCounter` counts every Prefect REST call, event and API log
+record. That costs about a microsecond per call. The parent times the whole process
+(spawn to exit); this child reports the call, the spans and the counts to ``spec["out"]``.
 """
 
 from __future__ import annotations
@@ -15,72 +20,41 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import re
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import probe
+from bench import _product, probe
+from bench.apicount import ApiCounter, patch_attr, when_imported
 
-DEFAULT_FLOW = "flows.instance_sync:sync_instance"
+DEFAULT_FLOW = _product.INSTANCE_FLOW
 
 
 @dataclass(frozen=True)
 class SubflowSpec:
     """What the syncflow child is told to do (JSON on its command line)."""
 
-    record_id: int
-    instance: str
     out: str
     spawned_at: float
+    mode: str = "cli"
+    argv: list[str] = field(default_factory=list)
+    record_id: int | None = None
+    instance: str = ""
     flow: str = DEFAULT_FLOW
-    """``module:attribute`` of the flow to run: another one A/B-tests a candidate change."""
+    """``module:attribute`` of the flow to run in ``flow`` mode."""
 
 
-_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def instrument_prefect_api(spans: probe.Spans, calls: Counter[str]) -> None:
-    """Record every Prefect REST request (flow-run states, blocks, artifacts, log batches) as a span.
-
-    Task-run state changes travel as events over a websocket: they are not seen here, their
-    cost shows as the Prefect server's CPU (see the harness).
-    """
-    from prefect.client.base import PrefectHttpxAsyncClient
-
-    send = PrefectHttpxAsyncClient.send
-
-    async def timed_send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await send(self, request, *args, **kwargs)
-        finally:
-            spans.add("prefect-api", start, time.perf_counter())
-            calls[f"{request.method} {_ID.sub('{id}', request.url.path)}"] += 1
-
-    PrefectHttpxAsyncClient.send = timed_send  # type: ignore[method-assign]
-
-
-def instrument(spans: probe.Spans) -> None:
-    """Record the engine's steps as spans (module attributes, looked up at call time)."""
-    import syncflow.engine as engine
-    from syncflow.engine import incremental
-    from syncflow.sources import http_seq as seq_http
-
-    client = seq_http.SeqHttpClient
-    client.fetch_page = spans.wrap(probe.FETCH, client.fetch_page)  # type: ignore[method-assign]
-    client._send = spans.wrap("http", client._send)  # type: ignore[method-assign]
-    seq_http.decode_page = spans.wrap("decode", seq_http.decode_page)
-    seq_http.validate_page = spans.wrap("validate", seq_http.validate_page)
-    incremental.apply_batch = spans.wrap(probe.STORE, incremental.apply_batch)
-    incremental.apply_message_batch = spans.wrap("upsert", incremental.apply_message_batch)
-    engine.begin_instance_sync = spans.wrap("begin", engine.begin_instance_sync)  # type: ignore[attr-defined]
-    engine.finish_instance_sync = spans.wrap("finish", engine.finish_instance_sync)  # type: ignore[attr-defined]
+def instrument_engine(spans: probe.Spans) -> None:
+    """Record the engine's steps as spans, patched as soon as their modules are imported."""
+    for module_name, attr, kind in _product.ENGINE_SPANS:
+        when_imported(
+            module_name,
+            lambda module, attr=attr, kind=kind: patch_attr(module, attr, lambda fn, kind=kind: spans.wrap(kind, fn)),
+        )
 
 
 def _before(spans: probe.Spans, kind: str) -> float | None:
@@ -91,36 +65,63 @@ def _before(spans: probe.Spans, kind: str) -> float | None:
     return sum(end - start for start, end in spans.get(kind) if end <= fetch[0][0])
 
 
+def _run_cli(argv: list[str]) -> int:
+    entry = _product.cli_entry_point()
+    saved = sys.argv
+    sys.argv = [_product.CLI_SCRIPT, *argv]
+    try:
+        entry()
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+
+
 def main(argv: list[str]) -> int:
     spec = SubflowSpec(**json.loads(argv[0]))
-    imports = time.perf_counter()
-    module, _, attribute = spec.flow.partition(":")
-    sync_instance = getattr(importlib.import_module(module), attribute)
-    import_s = time.perf_counter() - imports
+    started = time.time()
     spans = probe.Spans()
-    api_calls: Counter[str] = Counter()
-    instrument(spans)
-    instrument_prefect_api(spans, api_calls)
+    counter = ApiCounter().install()
+    instrument_engine(spans)
+    result: Any = None
+    import_s = 0.0
+    if spec.mode == "flow":
+        imports = time.perf_counter()
+        module, _, attribute = spec.flow.partition(":")
+        flow = getattr(importlib.import_module(module), attribute)
+        import_s = time.perf_counter() - imports
     called_at = time.time()
     call = time.perf_counter()
-    result = asyncio.run(sync_instance(record_id=spec.record_id, instance=spec.instance))
+    if spec.mode == "flow":
+        result = asyncio.run(flow(record_id=spec.record_id, instance=spec.instance))
+        code = 0
+    else:
+        code = _run_cli(spec.argv)
     returned = time.perf_counter()
+    returned_at = time.time()
     user, system = probe.cpu_seconds()
     report: dict[str, Any] = {
         "variant": "syncflow",
-        "flow": spec.flow,
+        "mode": spec.mode,
+        "argv": spec.argv,
+        "flow": spec.flow if spec.mode == "flow" else None,
+        "exit_code": code,
+        "called_at": called_at,
+        "returned_at": returned_at,
         "process_start_to_call_s": called_at - spec.spawned_at,
+        "interpreter_start_s": started - spec.spawned_at,
         "import_s": import_s,
         **probe.summarize(spans, call=call, returned=returned),
         "peak_rss_mb": probe.peak_rss_mb(),
         "cpu_user_s": user,
         "cpu_sys_s": system,
-        "prefect_api_calls": dict(api_calls.most_common()),
+        **counter.report(),
         "prefect_api_before_first_fetch_s": _before(spans, "prefect-api"),
         "result": result,
     }
     Path(spec.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
-    return 0
+    return 0 if code == 0 else 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""Prefect's floor: the owner's shape with nothing in it, measured as whole processes.
+
+    python -m bench.floor session SPEC   # parent flow -> N async subflows, one no-op task each,
+                                         # each under concurrency(LIMIT, occupy=1, strict=True)
+    python -m bench.floor single SPEC    # one parent flow + one subflow + one task
+
+No product code: only Prefect. The benchmark runs these on the same Prefect server, at the same
+limits, right next to syncflow's runs, and times each process from spawn to exit (the floor of
+"a session" and of "a single run"). ``SPEC`` is JSON: ``{"out": path, "spawned_at": t,
+"instances": N, "limit_name": NAME}``. The limit is set by the parent (:func:`set_limit`, REST)
+before the process starts. Tasks use ``cache_policy=NO_CACHE`` like syncflow's (no input hashing).
+The child counts its Prefect API calls, events and API logs like the syncflow child.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import probe
+from bench.apicount import ApiCounter
+
+FLOOR_LIMIT = "tag:sync:bench-floor"
+
+
+def set_limit(api_url: str, name: str, limit: int) -> None:
+    """Create or update the global concurrency limit ``name`` with ``limit`` slots, none active."""
+    import httpx
+
+    with httpx.Client(base_url=api_url, timeout=30.0) as http:
+        found = http.get(f"/v2/concurrency_limits/{name}")
+        if found.status_code == 404:
+            http.post("/v2/concurrency_limits/", json={"name": name, "limit": limit, "active": True}).raise_for_status()
+        else:
+            found.raise_for_status()
+        http.patch(
+            f"/v2/concurrency_limits/{name}", json={"limit": limit, "active_slots": 0, "active": True}
+        ).raise_for_status()
+        got = http.get(f"/v2/concurrency_limits/{name}").json()
+        if got["limit"] != limit or got["active_slots"] != 0:
+            raise RuntimeError(f"{name}: {got['limit']} slots, {got['active_slots']} active after setting {limit}")
+
+
+def _flows() -> tuple[Any, Any]:
+    import asyncio
+
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.concurrency.asyncio import concurrency
+
+    @task(name="floor-noop", cache_policy=NO_CACHE)
+    async def noop(i: int) -> int:
+        return i
+
+    @flow(name="floor-instance")
+    async def floor_instance(i: int) -> int:
+        return await noop(i)
+
+    @flow(name="floor-session")
+    async def floor_session(instances: int, limit_name: str | None) -> int:
+        async def one(i: int) -> int:
+            if limit_name is None:
+                return await floor_instance(i)
+            async with concurrency(limit_name, occupy=1, strict=True):
+                return await floor_instance(i)
+
+        done = await asyncio.gather(*(one(i) for i in range(instances)))
+        return len(done)
+
+    return floor_session, floor_instance
+
+
+def main(argv: list[str]) -> int:
+    mode, spec = argv[0], json.loads(argv[1])
+    counter = ApiCounter().install()
+    import asyncio
+
+    floor_session, _ = _flows()
+    imported = time.time()
+    call = time.perf_counter()
+    if mode == "single":
+        done = asyncio.run(floor_session(1, None))
+    else:
+        done = asyncio.run(floor_session(int(spec["instances"]), spec.get("limit_name", FLOOR_LIMIT)))
+    wall = time.perf_counter() - call
+    user, system = probe.cpu_seconds()
+    report = {
+        "variant": "floor",
+        "mode": mode,
+        "instances": done,
+        "wall_s": wall,
+        "process_start_to_call_s": imported - spec["spawned_at"],
+        "peak_rss_mb": probe.peak_rss_mb(),
+        "cpu_s": user + system,
+        **counter.report(),
+    }
+    Path(spec["out"]).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
