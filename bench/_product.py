@@ -1,10 +1,10 @@
 """Every place where the benchmark touches syncflow's own code: ONE module to repoint.
 
-Nothing else in ``bench/`` imports product code: the measured runs launch it by its console script (``syncflow ...``, resolved
-from the installed package's entry points) or by a ``module:attribute`` string kept here, and
-the wiring that is not timed (migrations, blocks, instances, records) goes through the
-functions below. Imports are lazy, so ``bench.fastseq``, ``bench.raw``, ``bench.floor`` and
-``bench.dltpeer`` never load product code.
+Nothing else in ``bench/`` imports product code: the measured runs launch it by its console
+script (``syncflow ...``, resolved from the installed package's entry points) or by a
+``module:attribute`` string kept here, and the wiring that is not timed (migrations, blocks,
+instances, records) goes through the functions below. Imports are lazy, so ``bench.fastseq``,
+``bench.raw``, ``bench.floor`` and ``bench.dltpeer`` never load product code.
 """
 
 from __future__ import annotations
