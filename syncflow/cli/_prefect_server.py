@@ -111,8 +111,8 @@ def create_app() -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``--port P``: serve Prefect's API on 127.0.0.1:P (exit status 3 when the port is taken,
-    as uvicorn's, so Prefect's start-up loop picks another)."""
+    """``--port P``: serve Prefect's API on 127.0.0.1:P. Exit status 3 only when the port is
+    taken (Prefect's start-up loop then picks another), 1 when the app could not start."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m syncflow.cli._prefect_server")
@@ -122,6 +122,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("syncflow: could not patch Prefect's SQLite transactions (Prefect changed?)", file=sys.stderr)
     import uvicorn
 
+    try:
+        _serve(uvicorn, args.port)
+    except SystemExit as exc:
+        # uvicorn exits 3 when it cannot start, port taken or app start-up failed; Prefect
+        # takes 3 for "port taken" and starts another server on another port, without end
+        # when it is the app (a broken database): exit 1 then, so Prefect gives up and says so.
+        if exc.code == 3 and _port_free(args.port):
+            raise SystemExit(1) from None
+        raise
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _serve(uvicorn: Any, port: int) -> None:
     uvicorn.main(  # the command Prefect's SubprocessASGIServer runs, in this process
         [
             "--factory",
@@ -129,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "--host",
             "127.0.0.1",
             "--port",
-            str(args.port),
+            str(port),
             "--log-level",
             "error",
             "--lifespan",

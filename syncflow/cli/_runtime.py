@@ -59,7 +59,7 @@ def prepare() -> None:
     env.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true")
     # Servers started at once on one PREFECT_HOME start one after the other (see
     # _prefect_server): Prefect's default wait of 20 s is too short for the last of several.
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     if "prefect" in sys.modules:
         return
     for key, value in _CONSOLE_QUIET.items():
