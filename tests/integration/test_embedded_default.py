@@ -225,9 +225,9 @@ def test_run_logs_reach_the_prefect_api(home: Home) -> None:
 
 def test_a_ten_instance_session_overlaps_up_to_the_limit_metadata_included(home: Home) -> None:
     assert home.sessions, "registration failed: see the other test"
-    for server in home.servers:  # something to fetch everywhere, slowly enough to overlap
-        server.append(2500)
-        server.set_faults(latency=1.0)
+    for server in home.servers:  # something to fetch everywhere, slowly enough to overlap:
+        server.append(2500)  # 6 pages of 1 s each; the metadata's one request takes 3 s
+        server.set_faults(latency=1.0, scope="conversations", slow_rate=1.0, slow_seconds=2.0)
     run = home.cli("sync", "run", "--category", "messages", "--all")
     for server in home.servers:
         server.set_faults(latency=0.05)
