@@ -195,4 +195,7 @@ def main() -> None:
             "(a bug: rerun with `syncflow --traceback ...` and report it)",
             err=True,
         )
+        from syncflow.cli import _runtime
+
+        _runtime.mention_log()  # e.g. Prefect's temporary server did not start: its output is there
         raise SystemExit(1) from None

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from syncflow.book import session_exists
 from syncflow.cli import _output as out
+from syncflow.cli import _runtime
 from syncflow.errors import ConfigError, SyncflowError
 from syncflow.names import MANUAL_BATCH
 from syncflow.store.db import session_scope
@@ -36,12 +37,10 @@ sync_app = typer.Typer(
 
 
 def _quiet_prefect() -> None:
-    # Our own progress display replaces Prefect's per-task console logs (they stay in the UI).
-    # Failures show in the final table (and in the Prefect UI with their tracebacks).
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    # The ephemeral server's telemetry service fights the flow runs for Prefect's SQLite file
-    # ("database is locked" tracebacks); it sends nothing useful offline anyway.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Before Prefect is imported: its console quiet (our own progress display and final table
+    # replace it), its run logs still sent to the Prefect API, its tracebacks to a log file,
+    # and the embedded (ephemeral) server made robust: see syncflow.cli._runtime.
+    _runtime.prepare()
 
 
 def block_name_for(instance: str) -> str:
@@ -72,7 +71,7 @@ def save_seq_block(
     except ValidationError as exc:
         raise ConfigError(f"instance {instance}: {exc.errors()[0]['msg']}") from None
     name = block_name_for(instance)
-    block.save(name, overwrite=True)
+    _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
 
 
@@ -121,7 +120,7 @@ def save_database_block(
         raise ConfigError(f"instance {instance}: {where}: {err['msg']}") from None
     block.connection()  # the same checks the sync will make (ConfigError)
     name = block_name_for(instance)
-    block.save(name, overwrite=True)
+    _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
 
 
@@ -309,6 +308,8 @@ def _final(ctx: typer.Context, session_id: str) -> int:
         return out.table(title, RecordTable, rows)
 
     out.render(ctx, payload, human)
+    if view.status != "completed":
+        _runtime.mention_log()  # where Prefect's warnings and tracebacks of this run are
     return 1 if view.status != "completed" else 0
 
 
@@ -390,6 +391,7 @@ def run_session(
             state.result()
         except Exception as exc:  # the flow failed before it opened the session
             message = str(exc)
+        _runtime.mention_log()
         raise ConfigError(message)
     return _final(ctx, sid)
 

@@ -175,7 +175,7 @@ def test_conversations_can_change_while_running(server: SeqServer, client: SeqHt
     conversations = {c.conversation_id: c for c in client.fetch_conversations()}
     assert set(conversations) == {"conv-0", "conv-1", "conv-3", "conv-9"}
     assert conversations["conv-1"].title == "Renamed"
-    assert (conversations["conv-9"].title, conversations["conv-9"].type) == (None, 3)
+    assert (conversations["conv-9"].title, conversations["conv-9"].type) == (None, "3")  # descriptive: kept as text
     assert server.requests[-1] == RequestRecord("GET", CONVERSATIONS_PATH, None, None, 200)
 
 

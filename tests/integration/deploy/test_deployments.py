@@ -325,6 +325,16 @@ def _active_slots(lp: LocalPrefect, category: str) -> int:
         return asyncio.run(read())
 
 
+def _store_busy(store: Engine) -> bool:
+    """Whether another connection to the store's database is inside a statement or a transaction."""
+    with store.connect() as conn:
+        busy = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+        ).scalar()
+    return bool(busy)
+
+
 def test_a_killed_worker_frees_its_slots_and_the_sweep_closes_its_session(
     lp: LocalPrefect, store: Engine, seq: SeqServer
 ) -> None:
@@ -344,6 +354,8 @@ def test_a_killed_worker_frees_its_slots_and_the_sweep_closes_its_session(
     for pid in processes_of_flow_run(run_id):  # the run's own process (a session of its own)
         os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
+    # a COMMIT the killed process had already sent still lands: read once the store is quiet
+    wait_for(lambda: not _store_busy(store), what="the killed run's last statements to end", timeout=30)
     synced = {r.instance_name: r.items_synced for r in records(store, sid)}
     wait_for(lambda: _active_slots(lp, "messages") == 0, what="the dead holder's slots to be freed", timeout=180)
     recovered = time.monotonic() - killed_at
