@@ -89,7 +89,14 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
         if result.has_more or artifact is not None:  # only syncs longer than one chunk get a bar
-            artifact = await artifacts.show_progress(artifact, run=run, done=done, remaining=result.remaining)
+            artifact = await artifacts.show_progress(
+                artifact,
+                run=run,
+                done=done,
+                remaining=result.remaining,
+                batches=clock.batches,
+                elapsed=time.perf_counter() - clock.t0,
+            )
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
         if not result.has_more:

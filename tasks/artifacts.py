@@ -5,7 +5,9 @@ an instance sync's progress (long syncs only) and a snapshot's change list
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from prefect import task
@@ -17,12 +19,18 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from syncflow import names
+from syncflow import book, names
 from syncflow.book import PlannedSession
 from syncflow.engine import InstanceRun, Stored
 from syncflow.reports.changes import changes_key, changes_markdown
-from syncflow.reports.sessions import records_table, summary_markdown
-from syncflow.schemas import SessionDetailView
+from syncflow.reports.sessions import (
+    progress_text,
+    records_table,
+    session_progress_description,
+    summary_markdown,
+    unit_of,
+)
+from syncflow.schemas import SessionDetailView, measure_progress
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,28 @@ async def create_progress(plan: PlannedSession) -> Any:
     )
 
 
-async def update_progress(artifact_id: Any, done: int, total: int) -> None:
-    """Plain coroutine (one call per finished instance; a task run each would flood the UI)."""
+DESCRIBE_EVERY = 2.0  # seconds between two reads of the session for the description (the last one always)
+_described: dict[str, float] = {}
+
+
+async def update_progress(artifact_id: Any, done: int, total: int, session_id: str | None = None) -> None:
+    """Plain coroutine (one call per finished instance; a task run each would flood the UI).
+
+    With ``session_id`` the description also says the items done / expected, rate and ETA
+    (:func:`syncflow.reports.sessions.session_progress_description`), read from the store at
+    most every :data:`DESCRIBE_EVERY` seconds and on the last instance."""
     try:
-        await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
+        description = None
+        key = str(artifact_id)
+        if session_id is not None and (done >= total or time.monotonic() - _described.get(key, 0.0) >= DESCRIBE_EVERY):
+            _described[key] = time.monotonic()
+            view = await asyncio.to_thread(book.session_detail, session_id)
+            description = session_progress_description(view, done, total)
+            if done >= total:
+                _described.pop(key, None)
+        await aupdate_progress_artifact(
+            artifact_id, progress=100.0 * done / total if total else 100.0, description=description
+        )
     except Exception:  # progress is cosmetic
         log.warning("could not update the session progress artifact", exc_info=True)
 
@@ -56,17 +82,27 @@ async def publish_artifacts(view: SessionDetailView) -> None:
     )
 
 
-async def show_progress(artifact_id: Any, *, run: InstanceRun, done: int, remaining: int | None) -> Any:
-    """The run's progress artifact (items stored / to fetch): created on first call, then updated.
+async def show_progress(
+    artifact_id: Any,
+    *,
+    run: InstanceRun,
+    done: int,
+    remaining: int | None,
+    batches: int | None = None,
+    elapsed: float | None = None,
+) -> Any:
+    """The run's progress artifact: created on first call, then updated; its description says
+    items stored / expected (the source's totalCount), rate and ETA once a batch was measured
+    (:func:`syncflow.schemas.measure_progress`, as the CLI and the console).
 
     Only syncs longer than one chunk get one: an artifact is an API call, and a short sync's
     progress is its final state."""
+    p = measure_progress(done=done, remaining=remaining, batches=batches, elapsed=elapsed)
+    description = f"{run.category} of {run.instance_name}: {progress_text(p, done, unit_of(run.category))}"
     if artifact_id is None:
-        artifact_id = await acreate_progress_artifact(
-            progress=0.0, description=f"{run.category} of {run.instance_name}: items stored / to fetch"
-        )
-    total = done + (remaining or 0)
-    await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
+        artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
+    percent = p.percent if p.percent is not None else (100.0 if remaining == 0 else 0.0)
+    await aupdate_progress_artifact(artifact_id, progress=percent, description=description)
     return artifact_id
 
 
