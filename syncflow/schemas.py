@@ -153,6 +153,14 @@ class ChangeEntry(BaseModel):
     changes_total: int = Field(description="How many changes there were in all.")
 
 
+class ChangesPage(BaseModel):
+    """What changed, newest first: ``syncflow changes --json`` and ``GET /sync_sessions/api/changes``."""
+
+    items: list[ChangeEntry]
+    limit: int
+    offset: int
+
+
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -343,6 +351,7 @@ __all__ = [
     "SHORT_ID_LEN",
     "CategoryName",
     "ChangeEntry",
+    "ChangesPage",
     "Progress",
     "RecordStatusName",
     "RecordView",

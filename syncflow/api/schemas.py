@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from syncflow.schemas import CategoryName, ChangeEntry, RecordView, SessionStatusName, SessionView, SyncTypeName
+from syncflow.schemas import CategoryName, RecordView, SessionStatusName, SessionView, SyncTypeName
 
 InstanceName = str
 
@@ -43,14 +43,6 @@ class QueuedSessionOut(BaseModel):
 class SessionPageOut(BaseModel):
     items: list[SessionView]
     total: int = Field(description="Sessions matching the filters.")
-    limit: int
-    offset: int
-
-
-class ChangesOut(BaseModel):
-    """What changed, newest first (``GET /sync_sessions/api/changes``)."""
-
-    items: list[ChangeEntry]
     limit: int
     offset: int
 

@@ -17,7 +17,7 @@ from syncflow.api import schemas as m
 from syncflow.api.deps import READ, WRITE, Console, ConsoleDep, DbDep, utc
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
 from syncflow.names import session_key
-from syncflow.schemas import SessionDetailView, change_entry, session_detail_view, session_view
+from syncflow.schemas import ChangesPage, SessionDetailView, change_entry, session_detail_view, session_view
 from syncflow.store import changes as change_store
 from syncflow.store import instances as inst_svc
 from syncflow.store import pauses as queue_admin
@@ -157,7 +157,7 @@ def get_statistics(
 
 @router.get(
     "/changes",
-    response_model=m.ChangesOut,
+    response_model=ChangesPage,
     dependencies=READ,
     responses={**ERR, **BAD, 404: {"model": m.ErrorOut, "description": "Unknown instance."}},
 )
@@ -170,7 +170,7 @@ def list_changes(
     since: Annotated[dt.datetime | None, Query(description="Changed at or after (ISO 8601; naive = UTC).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> m.ChangesOut:
+) -> ChangesPage:
     """What changed: the records of snapshot syncs (accounts and grants, settings, conversations,
     capacity) that changed something, newest first, each with its session, time, counts and its
     change list in words (the first 100; ``changes_total`` counts them all). An unknown instance
@@ -179,7 +179,7 @@ def list_changes(
         s, instance=instance, category=category, since=utc(since, "since"), limit=limit, offset=offset
     )
     shorts = short_ids(s, [r.session_id for r in recs])
-    return m.ChangesOut(items=[change_entry(r, shorts[r.session_id]) for r in recs], limit=limit, offset=offset)
+    return ChangesPage(items=[change_entry(r, shorts[r.session_id]) for r in recs], limit=limit, offset=offset)
 
 
 @router.get("/instances", dependencies=READ, responses={**ERR, **BAD})

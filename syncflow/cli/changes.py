@@ -15,7 +15,7 @@ from rich.text import Text
 
 from syncflow.cli import _output as out
 from syncflow.reports.changes import change_lines
-from syncflow.schemas import change_entry
+from syncflow.schemas import ChangesPage, change_entry
 from syncflow.store import changes as change_store
 from syncflow.store.session_ids import short_ids
 
@@ -53,13 +53,13 @@ def changes_cmd(
             session, instance=instance, category=category, since=since, limit=limit
         )
         shorts = short_ids(session, [r.session_id for r in recs])
-        items = [change_entry(r, shorts[r.session_id]).model_dump() for r in recs]
-    payload = {"items": items, "instance": instance, "category": category, "since": since, "limit": limit}
+        page = ChangesPage(items=[change_entry(r, shorts[r.session_id]) for r in recs], limit=limit, offset=0)
+    payload = page.model_dump()  # the API's shape (GET /sync_sessions/api/changes)
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
-        scope = [f"instance {p['instance']}"] if p["instance"] else []
-        scope += [f"category {p['category']}"] if p["category"] else []
-        scope += [f"since {out.fmt_time(p['since'])} UTC"] if p["since"] else []
+        scope = [f"instance {instance}"] if instance else []
+        scope += [f"category {category}"] if category else []
+        scope += [f"since {out.fmt_time(since)} UTC"] if since else []
         where = f" ({', '.join(scope)})" if scope else ""
         if not p["items"]:
             return [Text(f"no changes{where}")]

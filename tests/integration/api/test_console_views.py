@@ -126,3 +126,15 @@ def test_prefect_ui_url_comes_from_prefects_own_variable(monkeypatch: pytest.Mon
     mp.setenv("PREFECT_UI_URL", "prefect:4200")
     with pytest.raises(ValueError, match="http"):
         ApiSettings()
+
+
+async def test_the_api_answers_the_views_field_names(client: httpx.AsyncClient, store: Store) -> None:
+    from syncflow.schemas import RecordView, SessionDetailView, SessionView
+
+    store.instance("a")
+    sid = store.session(["a"], outcome={"a": "running"}, items=10)
+    detail = (await client.get(f"{API}/sessions/{sid}")).json()
+    assert set(detail) == set(SessionDetailView.model_fields)
+    assert set(detail["records"][0]) == set(RecordView.model_fields)
+    assert set(detail["records"][0]["progress"]) >= {"expected", "rate_per_second", "eta_seconds"}
+    assert set((await client.get(f"{API}/sessions")).json()["items"][0]) == set(SessionView.model_fields)

@@ -230,3 +230,17 @@ def test_sessions_show_links_the_flow_run_when_the_prefect_ui_is_known(
     assert "/runs/flow-run/" not in run.ok("sessions", "show", sid).stdout
     monkeypatch.setenv("PREFECT_UI_URL", "http://prefect.example:4200/")
     assert f"http://prefect.example:4200/runs/flow-run/{run_id}" in run.ok("sessions", "show", sid).stdout
+
+
+def test_cli_json_has_the_views_field_names(run: Cli, engine: Engine) -> None:
+    """One shape: the CLI's --json answers the views of syncflow.schemas, as the API does."""
+    from syncflow.schemas import ChangeEntry, ChangesPage, RecordView, SessionDetailView, SessionView
+
+    _instances(engine)
+    sid = _sync(engine, "pg-main", "account", ["x: created"], hours_ago=1)
+    shown = run.json("sessions", "show", sid)
+    assert set(shown) == set(SessionDetailView.model_fields)
+    assert set(shown["records"][0]) == set(RecordView.model_fields)
+    assert set(run.json("sessions", "list")["items"][0]) == set(SessionView.model_fields)
+    page = run.json("changes")
+    assert set(page) == set(ChangesPage.model_fields) and set(page["items"][0]) == set(ChangeEntry.model_fields)
