@@ -63,7 +63,7 @@ def changes_cmd(
         where = f" ({', '.join(scope)})" if scope else ""
         if not p["items"]:
             return [Text(f"no changes{where}")]
-        blocks: list[RenderableType] = []
+        blocks: list[str] = []
         for e in p["items"]:
             total = e["changes_total"]
             head = (
@@ -72,11 +72,11 @@ def changes_cmd(
                 f"({e['items_created']} created, {e['items_updated']} updated, {e['items_deleted']} deleted)"
             )
             body = [f"  {line}" for line in change_lines(e["changes"], total, lines)] if lines else []
-            blocks.append(Text("\n".join([head, *body])))
+            blocks.append("\n".join([head, *body]))
         more = len(p["items"]) == p["limit"]
         footer = f"{len(p['items'])} sync(s) with changes{where}, newest first"
         if more:
             footer += f"; older ones: --limit {min(p['limit'] * 2, 1000)} or --since"
-        return [*blocks, Text(footer)]
+        return [Text("\n".join([*blocks, footer]))]  # one text: print(*renderables) would join them with spaces
 
     out.render(ctx, payload, human)

@@ -180,7 +180,8 @@ def sessions_show(
         )
         if not p["records"]:
             return [fields, Text("no instance records")]
-        return [fields, records, *_record_notes(p, changes)]
+        notes = _record_notes(p, changes)
+        return [fields, records, Text("\n".join(notes))] if notes else [fields, records]
 
     out.render(ctx, payload, human)
 
@@ -192,16 +193,16 @@ def _session_progress_field(p: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("progress", progress_text(prog, prog.items_synced, unit_of(p["sync_category"])))]
 
 
-def _record_notes(p: dict[str, Any], limit: int) -> list[RenderableType]:
+def _record_notes(p: dict[str, Any], limit: int) -> list[str]:
     """Below the records table: each running record's progress, then each record's changes (the
-    first ``limit`` lines and how many more), as plain text (a change may contain [brackets])."""
-    notes: list[RenderableType] = []
+    first ``limit`` lines and how many more), printed as plain text (a change may contain [brackets])."""
+    notes: list[str] = []
     unit = unit_of(p["sync_category"])
     for raw in p["records"]:
         r = RecordView.model_validate(raw)
         name = r.instance_name or str(r.instance_id)
         if r.progress is not None:
-            notes.append(Text(f"{name}: {progress_text(r.progress, r.items_synced, unit)}"))
+            notes.append(f"{name}: {progress_text(r.progress, r.items_synced, unit)}")
         details = r.sync_details or {}
         listed = [str(c) for c in details.get("changes") or []]
         total = details.get("changes_total")
@@ -213,7 +214,7 @@ def _record_notes(p: dict[str, Any], limit: int) -> list[RenderableType]:
             f"({r.items_created} created, {r.items_updated} updated, {r.items_deleted} deleted)"
         )
         lines = change_lines(listed, total, limit)
-        notes.append(Text("\n".join([head, *(f"  {line}" for line in lines)])))
+        notes.append("\n".join([head, *(f"  {line}" for line in lines)]))
     return notes
 
 
