@@ -1,6 +1,6 @@
 """The ``syncflow`` command: the root options and every command group, in one tree.
 
-Each group lives in its own module (``db``, ``instances``, ``sessions``, ``sync``, ``report``,
+Each group lives in its own module (``db``, ``instances``, ``sessions``, ``changes``, ``sync``, ``report``,
 ``deploy``, ``serve``, ``demo``); what they share (options, the error boundary, store access,
 parsing, rendering) is :mod:`syncflow.cli._output`. Imports point one way: this module imports
 the groups, the groups import ``_output``, never this module.
