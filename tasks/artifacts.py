@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
@@ -45,7 +46,19 @@ async def create_progress(plan: PlannedSession) -> Any:
 
 
 DESCRIBE_EVERY = 2.0  # seconds between two reads of the session for the description (the last one always)
-_described: dict[str, float] = {}
+
+
+@dataclass
+class _Published:
+    """What a session progress artifact shows: updates of one artifact go one at a time, and a
+    count older than the one shown is dropped (instances finish concurrently)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: int = -1
+    described: float = 0.0
+
+
+_published: dict[str, _Published] = {}
 
 
 async def update_progress(artifact_id: Any, done: int, total: int, session_id: str | None = None) -> None:
@@ -54,20 +67,26 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
     With ``session_id`` the description also says the items done / expected, rate and ETA
     (:func:`syncflow.reports.sessions.session_progress_description`), read from the store at
     most every :data:`DESCRIBE_EVERY` seconds and on the last instance."""
+    key = str(artifact_id)
+    shown = _published.setdefault(key, _Published())
     try:
-        description = None
-        key = str(artifact_id)
-        if session_id is not None and (done >= total or time.monotonic() - _described.get(key, 0.0) >= DESCRIBE_EVERY):
-            _described[key] = time.monotonic()
-            view = await asyncio.to_thread(book.session_detail, session_id)
-            description = session_progress_description(view, done, total)
-            if done >= total:
-                _described.pop(key, None)
-        await aupdate_progress_artifact(
-            artifact_id, progress=100.0 * done / total if total else 100.0, description=description
-        )
+        async with shown.lock:
+            if done <= shown.done:  # a later count is already shown
+                return
+            shown.done = done
+            description = None
+            if session_id is not None and (done >= total or time.monotonic() - shown.described >= DESCRIBE_EVERY):
+                shown.described = time.monotonic()
+                view = await asyncio.to_thread(book.session_detail, session_id)
+                description = session_progress_description(view, done, total)
+            await aupdate_progress_artifact(
+                artifact_id, progress=100.0 * done / total if total else 100.0, description=description
+            )
     except Exception:  # progress is cosmetic
         log.warning("could not update the session progress artifact", exc_info=True)
+    finally:
+        if done >= total:
+            _published.pop(key, None)
 
 
 @task(name="publish-session-artifacts", cache_policy=NO_CACHE)
