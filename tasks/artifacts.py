@@ -69,23 +69,32 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
     most every :data:`DESCRIBE_EVERY` seconds and on the last instance."""
     key = str(artifact_id)
     shown = _published.setdefault(key, _Published())
+    last = done >= total
     try:
         async with shown.lock:
             if done <= shown.done:  # a later count is already shown
                 return
             shown.done = done
             description = None
-            if session_id is not None and (done >= total or time.monotonic() - shown.described >= DESCRIBE_EVERY):
+            if session_id is not None and (last or time.monotonic() - shown.described >= DESCRIBE_EVERY):
                 shown.described = time.monotonic()
-                view = await asyncio.to_thread(book.session_detail, session_id)
-                description = session_progress_description(view, done, total)
-            await aupdate_progress_artifact(
-                artifact_id, progress=100.0 * done / total if total else 100.0, description=description
-            )
-    except Exception:  # progress is cosmetic
-        log.warning("could not update the session progress artifact", exc_info=True)
+                try:
+                    view = await asyncio.to_thread(book.session_detail, session_id)
+                    description = session_progress_description(view, done, total)
+                except Exception:  # the count still goes out
+                    log.warning("could not read session %s for its progress description", session_id, exc_info=True)
+            for attempt in range(2 if last else 1):  # the final state is worth a second try
+                try:
+                    await aupdate_progress_artifact(
+                        artifact_id, progress=100.0 * done / total if total else 100.0, description=description
+                    )
+                    break
+                except Exception:  # progress is cosmetic
+                    log.warning("could not update the session progress artifact", exc_info=True)
+                    if attempt == 0 and last:
+                        await asyncio.sleep(0.5)
     finally:
-        if done >= total:
+        if last:
             _published.pop(key, None)
 
 
