@@ -42,6 +42,8 @@ async def sync_instance(
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sync one instance for one session record. ``instance``/``category`` only name the run.
+    Returns the record's final ``status`` and ``sync_details`` (or, skipped, its ``error_message``),
+    named as in the record view (:class:`syncflow.schemas.RecordView`).
 
     ``options``: ``full`` (reset the cursor), ``from_seq``/``to_seq`` (backfill a range
     without moving the cursor), ``batch_size``.
@@ -52,7 +54,7 @@ async def sync_instance(
     run = await t.begin_sync(record_id, owner, get_settings().lock_lease_seconds, flow_run_id, options)
     if isinstance(run, Skipped):
         logger.warning("skipped: %s", run.reason)
-        return {"status": "skipped", "reason": run.reason}
+        return {"status": "skipped", "error_message": run.reason}
     clock = BatchClock(run.start_seq)
     details: dict[str, Any] = {}
     try:
@@ -67,7 +69,7 @@ async def sync_instance(
         logger.warning("%s: stopped at a batch boundary: %s", run.instance_name, reason)
         details = clock.details(complete=False) if run.incremental else details
         status = await t.finish_sync(run, "cancelled", details, reason)
-        return {"status": status, "details": details}
+        return {"status": status, "sync_details": details}
     except Exception as exc:
         error = _describe(run, exc, details.get("attempts"))
         logger.error("%s", error)
@@ -75,7 +77,7 @@ async def sync_instance(
         raise
     status = await t.finish_sync(run, "completed", details, None)
     logger.info("%s: %s", run.instance_name, status)
-    return {"status": status, "details": details}
+    return {"status": status, "sync_details": details}
 
 
 async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchClock) -> None:
@@ -89,7 +91,14 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
         if result.has_more or artifact is not None:  # only syncs longer than one chunk get a bar
-            artifact = await artifacts.show_progress(artifact, run=run, done=done, remaining=result.remaining)
+            artifact = await artifacts.show_progress(
+                artifact,
+                run=run,
+                done=done,
+                remaining=result.remaining,
+                batches=clock.batches,
+                elapsed=time.perf_counter() - clock.t0,
+            )
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
         if not result.has_more:

@@ -125,7 +125,7 @@ async def sync_session(
             turns[i].set()
             done += 1
             if progress is not None:
-                await artifacts.update_progress(progress, done, len(plan.records))
+                await artifacts.update_progress(progress, done, len(plan.records), plan.session_id)
 
     watcher = asyncio.create_task(ctl.watch_cancellation(plan.session_id, flow_run_runtime.id, on_cancel))
     try:

@@ -22,6 +22,7 @@ from syncflow.store import pauses
 from syncflow.store import sessions as sessions_
 from syncflow.store.db import session_scope
 from syncflow.store.models import Category, Instance, SessionStatus, SyncSession
+from syncflow.store.session_ids import short_ids
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def session_exists(session_id: str) -> bool:
 def session_detail(session_id: str) -> SessionDetailView:
     """The session and its records, as the one view (CLI ``--json``, flow result, artifacts)."""
     with session_scope() as s:
-        return session_detail_view(sessions_.get_session(s, session_id=session_id, with_records=True))
+        row = sessions_.get_session(s, session_id=session_id, with_records=True)
+        return session_detail_view(row, short_id=short_ids(s, [session_id])[session_id])
 
 
 def category_busy(category: str) -> bool:

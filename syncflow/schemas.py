@@ -9,7 +9,7 @@ artifacts all answer these views, built from the ORM rows by one function each:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -23,6 +23,9 @@ from syncflow.store.models import (
     SyncType,
     utcnow,
 )
+from syncflow.store.session_ids import MIN_LEN
+
+SHORT_ID_LEN = MIN_LEN  # the console's short session ids: at least this long, longer when ambiguous
 
 CategoryName = Literal["account", "capacity", "config", "metadata", "messages", "other"]
 SyncTypeName = Literal["scheduled", "manual_batch"]
@@ -36,13 +39,41 @@ assert set(RecordStatusName.__args__) == set(RecordStatus.values())  # type: ign
 
 
 class Progress(BaseModel):
-    """How far a record got: its counters and what its batches reported."""
+    """How far a record got: its counters, what its batches reported, and (once a batch was
+    measured) its rate and ETA. Built by :func:`measure_progress`, the one place that computes them."""
 
     batches: int | None = Field(default=None, description="Batches committed so far.")
     cursor: int | None = Field(default=None, description="Last seq committed (seq syncs).")
     remaining: int | None = Field(default=None, description="Items the source says are left, when it says.")
     percent: float | None = Field(default=None, description="synced / (synced + remaining), when remaining is known.")
     elapsed_seconds: float | None = Field(default=None, description="Seconds since the record started.")
+    expected: int | None = Field(
+        default=None, description="Items expected in all: synced + remaining (the source's totalCount), when known."
+    )
+    rate_per_second: float | None = Field(
+        default=None, description="Items synced per second since the record started, once a batch was committed."
+    )
+    eta_seconds: float | None = Field(
+        default=None,
+        description="remaining / rate: seconds still to go, once a batch was measured and remaining is known.",
+    )
+
+
+class SessionProgress(BaseModel):
+    """How far a running session got, summed over its records (:func:`measure_session_progress`)."""
+
+    instances_done: int = Field(description="Records that ended (completed, failed, cancelled, skipped).")
+    instances_total: int
+    items_synced: int = Field(description="Items synced by all records so far.")
+    expected: int | None = Field(
+        description="Items expected in all, when every record's total is known (finished: what it synced; "
+        "running: synced + remaining); unknown while a record is pending or its source gave no count."
+    )
+    percent: float | None = Field(description="items_synced / expected.")
+    rate_per_second: float | None = Field(description="Sum of the running records' rates.")
+    eta_seconds: float | None = Field(
+        description="The longest ETA of the running records, when expected is known and each has been measured."
+    )
 
 
 class RecordView(BaseModel):
@@ -74,6 +105,10 @@ class SessionView(BaseModel):
     """A session with its totals (no records)."""
 
     session_id: str
+    short_id: str = Field(
+        description="The shortest prefix of session_id (8 characters or more) that no other session shares, "
+        "as the console shows it; the CLI accepts any unique prefix."
+    )
     sync_type: SyncTypeName
     sync_category: CategoryName
     status: SessionStatusName
@@ -97,29 +132,117 @@ class SessionDetailView(SessionView):
     """A session and its records, highest priority first."""
 
     records: list[RecordView]
+    progress: SessionProgress | None = Field(default=None, description="Set while the session is running.")
+
+
+class ChangeEntry(BaseModel):
+    """What one snapshot sync changed (``syncflow changes``, ``GET /sync_sessions/api/changes``):
+    a record's counts and its change list in words, from its ``sync_details``."""
+
+    session_id: str
+    short_id: str = Field(description="The session's short id (see SessionView.short_id).")
+    record_id: int
+    instance_name: str | None
+    sync_category: CategoryName
+    status: RecordStatusName
+    changed_at: dt.datetime = Field(description="When the record finished (else started).")
+    items_created: int
+    items_updated: int
+    items_deleted: int
+    changes: list[str] = Field(description="The first changes in words (sync_details.changes, at most 100).")
+    changes_total: int = Field(description="How many changes there were in all.")
+
+
+class ChangesPage(BaseModel):
+    """What changed, newest first: ``syncflow changes --json`` and ``GET /sync_sessions/api/changes``."""
+
+    items: list[ChangeEntry]
+    limit: int
+    offset: int
 
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def measure_progress(
+    *,
+    done: int,
+    remaining: int | None,
+    batches: int | None,
+    elapsed: float | None,
+    cursor: int | None = None,
+) -> Progress:
+    """The one computation of progress, rate and ETA (records, the CLI bar, the console, the
+    Prefect artifacts): ``expected`` = done + remaining; the rate (items/s over ``elapsed``) and
+    the ETA only once at least one batch was committed and took time — never a guess from nothing."""
+    expected = done + remaining if remaining is not None else None
+    percent = round(100.0 * done / expected, 1) if expected else None
+    measured = bool(batches) and elapsed is not None and elapsed > 0
+    rate = done / elapsed if measured and done > 0 and elapsed else None
+    eta = None
+    if rate and remaining is not None:
+        eta = round(remaining / rate, 1)
+    return Progress(
+        batches=batches,
+        cursor=cursor,
+        remaining=remaining,
+        percent=percent,
+        elapsed_seconds=round(elapsed, 3) if elapsed is not None else None,
+        expected=expected,
+        rate_per_second=round(rate, 1) if rate else None,
+        eta_seconds=eta,
+    )
+
+
+_ENDED = frozenset({"completed", "failed", "cancelled", "skipped"})
+
+
+def measure_session_progress(records: Sequence[RecordView]) -> SessionProgress:
+    """A session's progress from its records' views (see :class:`SessionProgress`)."""
+    done = sum(1 for r in records if r.status in _ENDED)
+    items = sum(r.items_synced for r in records)
+    expected: int | None = 0
+    rate = 0.0
+    etas: list[float | None] = []
+    for r in records:
+        if r.status in _ENDED:
+            expected = None if expected is None else expected + r.items_synced
+        elif r.status == "running" and r.progress is not None and r.progress.expected is not None:
+            expected = None if expected is None else expected + r.progress.expected
+            rate += r.progress.rate_per_second or 0.0
+            etas.append(r.progress.eta_seconds)
+        else:  # pending, or a running record whose source gave no count
+            expected = None
+            if r.progress is not None:
+                rate += r.progress.rate_per_second or 0.0
+    eta = None
+    if expected is not None and etas and all(e is not None for e in etas):
+        eta = max(e for e in etas if e is not None)
+    return SessionProgress(
+        instances_done=done,
+        instances_total=len(records),
+        items_synced=items,
+        expected=expected,
+        percent=round(100.0 * items / expected, 1) if expected else None,
+        rate_per_second=round(rate, 1) if rate else None,
+        eta_seconds=eta,
+    )
+
+
 def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None) -> RecordView:
     """The view of one record (``progress`` only while it runs, measured at ``now``)."""
     dur = r.duration_seconds
+    details = r.sync_details or {}
     progress = None
     if r.status == RecordStatus.RUNNING:
-        details = r.sync_details or {}
-        remaining = _int(details.get("remaining"))
-        percent = None
-        if remaining is not None and r.items_synced + remaining > 0:
-            percent = round(100.0 * r.items_synced / (r.items_synced + remaining), 1)
         elapsed = ((now or utcnow()) - r.started_at).total_seconds() if r.started_at else None
-        progress = Progress(
+        progress = measure_progress(
+            done=r.items_synced,
+            remaining=_int(details.get("remaining")),
             batches=_int(details.get("batches")),
+            elapsed=elapsed,
             cursor=_int(details.get("cursor")),
-            remaining=remaining,
-            percent=percent,
-            elapsed_seconds=round(elapsed, 3) if elapsed is not None else None,
         )
     return RecordView(
         id=r.id,
@@ -145,9 +268,37 @@ def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None) -> Record
     )
 
 
-def _session_fields(row: SyncSession, record_counts: Mapping[str, int], items_synced: int) -> dict[str, Any]:
+def change_entry(r: SyncInstanceRecord, short_id: str | None = None) -> ChangeEntry:
+    """The change list of a record (:func:`syncflow.store.changes.records_with_changes`)."""
+    details = r.sync_details or {}
+    changes = [str(c) for c in details.get("changes") or []]
+    return ChangeEntry(
+        session_id=r.session_id,
+        short_id=short_id or short_id_of(r.session_id),
+        record_id=r.id,
+        instance_name=r.instance_name,
+        sync_category=r.sync_category,  # type: ignore[arg-type]
+        status=r.status,  # type: ignore[arg-type]
+        changed_at=r.completed_at or r.started_at or r.created_at,
+        items_created=r.items_created,
+        items_updated=r.items_updated,
+        items_deleted=r.items_deleted,
+        changes=changes,
+        changes_total=_int(details.get("changes_total")) or len(changes),
+    )
+
+
+def short_id_of(session_id: str) -> str:
+    """The console's short form of a session id when nothing longer is needed (8 characters)."""
+    return session_id[:SHORT_ID_LEN]
+
+
+def _session_fields(
+    row: SyncSession, record_counts: Mapping[str, int], items_synced: int, short_id: str | None
+) -> dict[str, Any]:
     return {
         "session_id": row.session_id,
+        "short_id": short_id or short_id_of(row.session_id),
         "sync_type": row.sync_type,
         "sync_category": row.sync_category,
         "status": row.status,
@@ -168,36 +319,52 @@ def _session_fields(row: SyncSession, record_counts: Mapping[str, int], items_sy
     }
 
 
-def session_view(row: SyncSession, totals: tuple[Mapping[str, int], int] = ({}, 0)) -> SessionView:
+def session_view(
+    row: SyncSession, totals: tuple[Mapping[str, int], int] = ({}, 0), short_id: str | None = None
+) -> SessionView:
     """The view of a session without its records; ``totals`` are its records by status and
-    the items they synced (``syncflow.store.sessions.record_totals``)."""
+    the items they synced (``syncflow.store.sessions.record_totals``), ``short_id`` its unique
+    prefix (``syncflow.store.sessions.short_ids``; default: the first 8 characters)."""
     counts, items = totals
-    return SessionView(**_session_fields(row, counts, items))
+    return SessionView(**_session_fields(row, counts, items, short_id))
 
 
-def session_detail_view(row: SyncSession, now: dt.datetime | None = None) -> SessionDetailView:
-    """The view of a session loaded with its records (``get_session(..., with_records=True)``)."""
+def session_detail_view(
+    row: SyncSession, now: dt.datetime | None = None, short_id: str | None = None
+) -> SessionDetailView:
+    """The view of a session loaded with its records (``get_session(..., with_records=True)``);
+    ``progress`` while it runs."""
     counts: dict[str, int] = {}
     for r in row.records:
         counts[r.status] = counts.get(r.status, 0) + 1
     now = now or utcnow()
     records = sorted(row.records, key=lambda r: (-r.priority, r.instance_name or "", r.id))
+    views = [record_view(r, now) for r in records]
     return SessionDetailView(
-        **_session_fields(row, counts, sum(r.items_synced for r in row.records)),
-        records=[record_view(r, now) for r in records],
+        **_session_fields(row, counts, sum(r.items_synced for r in row.records), short_id),
+        records=views,
+        progress=measure_session_progress(views) if row.status == SessionStatus.RUNNING else None,
     )
 
 
 __all__ = [
+    "SHORT_ID_LEN",
     "CategoryName",
+    "ChangeEntry",
+    "ChangesPage",
     "Progress",
     "RecordStatusName",
     "RecordView",
     "SessionDetailView",
+    "SessionProgress",
     "SessionStatusName",
     "SessionView",
     "SyncTypeName",
+    "change_entry",
+    "measure_progress",
+    "measure_session_progress",
     "record_view",
     "session_detail_view",
     "session_view",
+    "short_id_of",
 ]

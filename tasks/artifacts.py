@@ -5,7 +5,10 @@ an instance sync's progress (long syncs only) and a snapshot's change list
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import task
@@ -17,12 +20,18 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from syncflow import names
+from syncflow import book, names
 from syncflow.book import PlannedSession
 from syncflow.engine import InstanceRun, Stored
 from syncflow.reports.changes import changes_key, changes_markdown
-from syncflow.reports.sessions import records_table, summary_markdown
-from syncflow.schemas import SessionDetailView
+from syncflow.reports.sessions import (
+    progress_text,
+    records_table,
+    session_progress_description,
+    summary_markdown,
+    unit_of,
+)
+from syncflow.schemas import SessionDetailView, measure_progress
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +45,57 @@ async def create_progress(plan: PlannedSession) -> Any:
     )
 
 
-async def update_progress(artifact_id: Any, done: int, total: int) -> None:
-    """Plain coroutine (one call per finished instance; a task run each would flood the UI)."""
+DESCRIBE_EVERY = 2.0  # seconds between two reads of the session for the description (the last one always)
+
+
+@dataclass
+class _Published:
+    """What a session progress artifact shows: updates of one artifact go one at a time, and a
+    count older than the one shown is dropped (instances finish concurrently)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: int = -1
+    described: float = 0.0
+
+
+_published: dict[str, _Published] = {}
+
+
+async def update_progress(artifact_id: Any, done: int, total: int, session_id: str | None = None) -> None:
+    """Plain coroutine (one call per finished instance; a task run each would flood the UI).
+
+    With ``session_id`` the description also says the items done / expected, rate and ETA
+    (:func:`syncflow.reports.sessions.session_progress_description`), read from the store at
+    most every :data:`DESCRIBE_EVERY` seconds and on the last instance."""
+    key = str(artifact_id)
+    shown = _published.setdefault(key, _Published())
+    last = done >= total
     try:
-        await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
-    except Exception:  # progress is cosmetic
-        log.warning("could not update the session progress artifact", exc_info=True)
+        async with shown.lock:
+            if done <= shown.done:  # a later count is already shown
+                return
+            shown.done = done
+            description = None
+            if session_id is not None and (last or time.monotonic() - shown.described >= DESCRIBE_EVERY):
+                shown.described = time.monotonic()
+                try:
+                    view = await asyncio.to_thread(book.session_detail, session_id)
+                    description = session_progress_description(view, done, total)
+                except Exception:  # the count still goes out
+                    log.warning("could not read session %s for its progress description", session_id, exc_info=True)
+            for attempt in range(2 if last else 1):  # the final state is worth a second try
+                try:
+                    await aupdate_progress_artifact(
+                        artifact_id, progress=100.0 * done / total if total else 100.0, description=description
+                    )
+                    break
+                except Exception:  # progress is cosmetic
+                    log.warning("could not update the session progress artifact", exc_info=True)
+                    if attempt == 0 and last:
+                        await asyncio.sleep(0.5)
+    finally:
+        if last:
+            _published.pop(key, None)
 
 
 @task(name="publish-session-artifacts", cache_policy=NO_CACHE)
@@ -56,17 +110,27 @@ async def publish_artifacts(view: SessionDetailView) -> None:
     )
 
 
-async def show_progress(artifact_id: Any, *, run: InstanceRun, done: int, remaining: int | None) -> Any:
-    """The run's progress artifact (items stored / to fetch): created on first call, then updated.
+async def show_progress(
+    artifact_id: Any,
+    *,
+    run: InstanceRun,
+    done: int,
+    remaining: int | None,
+    batches: int | None = None,
+    elapsed: float | None = None,
+) -> Any:
+    """The run's progress artifact: created on first call, then updated; its description says
+    items stored / expected (the source's totalCount), rate and ETA once a batch was measured
+    (:func:`syncflow.schemas.measure_progress`, as the CLI and the console).
 
     Only syncs longer than one chunk get one: an artifact is an API call, and a short sync's
     progress is its final state."""
+    p = measure_progress(done=done, remaining=remaining, batches=batches, elapsed=elapsed)
+    description = f"{run.category} of {run.instance_name}: {progress_text(p, done, unit_of(run.category))}"
     if artifact_id is None:
-        artifact_id = await acreate_progress_artifact(
-            progress=0.0, description=f"{run.category} of {run.instance_name}: items stored / to fetch"
-        )
-    total = done + (remaining or 0)
-    await aupdate_progress_artifact(artifact_id, progress=100.0 * done / total if total else 100.0)
+        artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
+    percent = p.percent if p.percent is not None else (100.0 if remaining == 0 else 0.0)
+    await aupdate_progress_artifact(artifact_id, progress=percent, description=description)
     return artifact_id
 
 

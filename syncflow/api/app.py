@@ -179,6 +179,10 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     def page_redirect() -> RedirectResponse:
         return RedirectResponse("/sync_sessions/", status_code=307)
 
+    @app.get("/", include_in_schema=False)
+    def root_redirect() -> RedirectResponse:
+        return RedirectResponse("/sync_sessions/", status_code=307)
+
     @app.get("/sync_sessions/", response_class=HTMLResponse, tags=["page"])
     def page(request: Request) -> HTMLResponse:
         """The management page: sessions with live status, statistics, details, cancel and
@@ -190,6 +194,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
             "api": "/sync_sessions/api",
             "queueApi": "/api/admin/sync-queue",
             "categories": list(m.CategoryName.__args__),  # type: ignore[attr-defined]
+            "prefectUi": settings.prefect_ui_url,  # flow-run links: {prefectUi}/runs/flow-run/{id}
         }
         response = templates.TemplateResponse(
             request,

@@ -17,12 +17,14 @@ from syncflow.api import schemas as m
 from syncflow.api.deps import READ, WRITE, Console, ConsoleDep, DbDep, utc
 from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
 from syncflow.names import session_key
-from syncflow.schemas import SessionDetailView, session_detail_view, session_view
+from syncflow.schemas import ChangesPage, SessionDetailView, change_entry, session_detail_view, session_view
+from syncflow.store import changes as change_store
 from syncflow.store import instances as inst_svc
 from syncflow.store import pauses as queue_admin
 from syncflow.store import sessions as book
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
+from syncflow.store.session_ids import resolve_session_id, short_ids
 
 router = APIRouter(prefix="/sync_sessions/api", tags=["sessions"])
 
@@ -66,17 +68,23 @@ def list_sessions(
         limit=limit,
         offset=offset,
     )
-    totals = book.record_totals(s, [r.session_id for r in page.items])
-    items = [session_view(r, totals[r.session_id]) for r in page.items]
+    ids = [r.session_id for r in page.items]
+    totals = book.record_totals(s, ids)
+    shorts = short_ids(s, ids)
+    items = [session_view(r, totals[r.session_id], shorts[r.session_id]) for r in page.items]
     return m.SessionPageOut(items=items, total=page.total, limit=limit, offset=offset)
 
 
 def _load(c: Console, session_id: str) -> SessionDetailView | None:
+    """The session of ``session_id`` or of a unique prefix of one (the console's short ids);
+    None when no session has it (an ambiguous prefix is a 422 naming the candidates)."""
     with session_scope(c.get_engine()) as s:
         try:
-            return session_detail_view(book.get_session(s, session_id=session_id, with_records=True))
+            full = resolve_session_id(s, session_id)
         except NotFoundError:
             return None
+        row = book.get_session(s, session_id=full, with_records=True)
+        return session_detail_view(row, short_id=short_ids(s, [full])[full])
 
 
 async def _queued(c: Console, session_id: str) -> pf.QueuedRun | None:
@@ -97,7 +105,9 @@ async def _queued(c: Console, session_id: str) -> pf.QueuedRun | None:
     responses={**ERR, **NOT_FOUND, **BAD},
 )
 async def get_session(c: ConsoleDep, session_id: SessionIdPath) -> SessionDetailView | m.QueuedSessionOut:
-    """A session with its instance records (counts, durations, errors, progress of running ones).
+    """A session with its instance records (counts, durations, errors, progress of running ones,
+    with rate and ETA once a batch was measured) and, while it runs, its own ``progress``.
+    ``session_id`` may be a unique prefix of the id (the page's short ids).
 
     A session started through this API whose flow run no worker has picked up yet answers
     ``status: "queued"`` with its flow run; one whose run ended before opening it answers 404."""
@@ -143,6 +153,33 @@ def get_statistics(
     return views.statistics(
         s, since=since_utc, until=u, sync_type=sync_type, sync_category=sync_category, bucket=bucket
     )
+
+
+@router.get(
+    "/changes",
+    response_model=ChangesPage,
+    dependencies=READ,
+    responses={**ERR, **BAD, 404: {"model": m.ErrorOut, "description": "Unknown instance."}},
+)
+def list_changes(
+    s: DbDep,
+    instance: Annotated[str | None, Query(max_length=255, description="Only this instance (by name).")] = None,
+    category: Annotated[
+        m.CategoryName | None, Query(description="Only this category (account, config, metadata, capacity).")
+    ] = None,
+    since: Annotated[dt.datetime | None, Query(description="Changed at or after (ISO 8601; naive = UTC).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> ChangesPage:
+    """What changed: the records of snapshot syncs (accounts and grants, settings, conversations,
+    capacity) that changed something, newest first, each with its session, time, counts and its
+    change list in words (the first 100; ``changes_total`` counts them all). An unknown instance
+    is 404; a category that keeps no change list (messages) is 422."""
+    recs = change_store.records_with_changes(
+        s, instance=instance, category=category, since=utc(since, "since"), limit=limit, offset=offset
+    )
+    shorts = short_ids(s, [r.session_id for r in recs])
+    return ChangesPage(items=[change_entry(r, shorts[r.session_id]) for r in recs], limit=limit, offset=offset)
 
 
 @router.get("/instances", dependencies=READ, responses={**ERR, **BAD})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from syncflow.names import MANUAL_BATCH
@@ -39,3 +39,19 @@ class ApiSettings(BaseSettings):
         default=30.0, gt=0, le=600, description="Seconds a call to the Prefect API may take before the API answers 502."
     )
     title: str = Field(default="syncflow sessions", description="Title of the web page.")
+    prefect_ui_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("prefect_ui_url", "PREFECT_UI_URL"),
+        description="The Prefect UI (Prefect's own PREFECT_UI_URL, e.g. http://prefect:4200): when set, the "
+        "page links flow-run ids to {PREFECT_UI_URL}/runs/flow-run/{id}.",
+    )
+
+    @field_validator("prefect_ui_url")
+    @classmethod
+    def _ui_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"PREFECT_UI_URL must be an http(s) URL, not {value!r}")
+        return value

@@ -369,3 +369,29 @@ def sync_state_payload(item: SyncConfigItem) -> dict[str, Any]:
 KINDS = ", ".join(InstanceKind.values())
 CATEGORIES = ", ".join(Category.values())
 InstanceName = Annotated[str, typer.Argument(metavar="NAME", help="The instance's name.", show_default=False)]
+
+
+def flow_run_url(flow_run_id: str | None) -> str | None:
+    """The flow run's page in the Prefect UI when ``PREFECT_UI_URL`` is set (else None)."""
+    ui = (os.environ.get("PREFECT_UI_URL") or "").strip().rstrip("/")
+    if not flow_run_id or not ui.startswith(("http://", "https://")):
+        return None
+    return f"{ui}/runs/flow-run/{flow_run_id}"
+
+
+def session_id_of(session: Session, text: str) -> str:
+    """The full id of the session ``text`` names: a whole id or a unique prefix (the console's
+    short ids). Unknown or ambiguous prefixes are one-line errors naming the candidates."""
+    from syncflow.store.session_ids import resolve_session_id
+
+    return resolve_session_id(session, text)
+
+
+SessionIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SESSION_ID",
+        help="The session's id, or a unique prefix of it (e.g. the 8 characters the console shows).",
+        show_default=False,
+    ),
+]

@@ -1,6 +1,6 @@
 """The ``syncflow`` command: the root options and every command group, in one tree.
 
-Each group lives in its own module (``db``, ``instances``, ``sessions``, ``sync``, ``report``,
+Each group lives in its own module (``db``, ``instances``, ``sessions``, ``changes``, ``sync``, ``report``,
 ``deploy``, ``serve``, ``demo``); what they share (options, the error boundary, store access,
 parsing, rendering) is :mod:`syncflow.cli._output`. Imports point one way: this module imports
 the groups, the groups import ``_output``, never this module.
@@ -18,7 +18,7 @@ from rich.console import RenderableType
 
 from syncflow import __version__
 from syncflow.cli import _output as out
-from syncflow.cli import db, demo, deploy, instances, report, serve, sessions, sync
+from syncflow.cli import changes, db, demo, deploy, instances, report, serve, sessions, sync
 from syncflow.settings import get_settings, reset_settings
 from syncflow.store import sessions as session_svc
 from syncflow.store.models import utcnow
@@ -29,7 +29,7 @@ app = typer.Typer(
     help=(
         "syncflow: sync sessions on Prefect 3, pulling many source instances into one SQL store.\n\n"
         "Manage the store (`db`), the source instances (`instances`), inspect sync sessions "
-        "(`sessions`, `stats`) and delete old ones (`cleanup`)."
+        "(`sessions`, `stats`), ask what changed (`changes`) and delete old ones (`cleanup`)."
     ),
     epilog=(
         "The store is SYNCFLOW_DATABASE_URL (default: SQLite file syncflow.db under SYNCFLOW_HOME, "
@@ -48,6 +48,7 @@ app.add_typer(sync.sync_app, name="sync")
 app.add_typer(report.report_app, name="report")
 app.add_typer(serve.api_app, name="api")
 app.command("sweep")(sessions.sweep_cmd)
+app.command("changes")(changes.changes_cmd)
 app.command("demo")(demo.demo)
 app.command("setup")(deploy.setup_cmd)
 app.command("runner")(deploy.runner_cmd)

@@ -19,12 +19,15 @@ from rich.text import Text
 from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError, IllegalTransitionError
-from syncflow.schemas import session_detail_view, session_view
+from syncflow.reports.changes import change_lines
+from syncflow.reports.sessions import progress_text, unit_of
+from syncflow.schemas import RecordView, SessionProgress, session_detail_view, session_view
 from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
+from syncflow.store.session_ids import short_ids
 
 sessions_app = typer.Typer(
     help="Inspect, cancel and retry sync sessions and their per-instance records.", no_args_is_help=True
@@ -55,9 +58,11 @@ def sessions_list(
         page = session_svc.list_sessions(
             session, sync_type=sync_type, sync_category=category, status=status, since=since, limit=limit, offset=offset
         )
-        totals = session_svc.record_totals(session, [s.session_id for s in page.items])
+        ids = [s.session_id for s in page.items]
+        totals = session_svc.record_totals(session, ids)
+        shorts = short_ids(session, ids)
         payload = {
-            "items": [session_view(s, totals[s.session_id]).model_dump() for s in page.items],
+            "items": [session_view(s, totals[s.session_id], shorts[s.session_id]).model_dump() for s in page.items],
             "total": page.total,
             "limit": page.limit,
             "offset": page.offset,
@@ -99,15 +104,30 @@ def _page_footer(shown: int, total: int, offset: int) -> str:
 @sessions_app.command("show")
 def sessions_show(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.", show_default=False)],
+    session_id: out.SessionIdArg,
+    changes: Annotated[
+        int,
+        typer.Option(
+            "--changes",
+            metavar="N",
+            min=0,
+            help="Per record, show the first N changes of a snapshot sync (accounts, grants, settings, "
+            "conversations) and how many more; 0 hides them. --json always has the stored list.",
+        ),
+    ] = 10,
     _json: out.JsonFlag = False,
 ) -> None:
-    """Show a session and the record of each of its instances."""
+    """Show a session, the record of each of its instances, what each changed and, while it runs,
+    its progress (done / expected, rate, ETA).
+
+    SESSION_ID may be a unique prefix of the id, like the short ids of the console."""
     with out.store() as session:
-        row = session_svc.get_session(session, session_id=session_id, with_records=True)
-        payload = session_detail_view(row).model_dump()
+        full = out.session_id_of(session, session_id)
+        row = session_svc.get_session(session, session_id=full, with_records=True)
+        payload = session_detail_view(row, short_id=short_ids(session, [full])[full]).model_dump()
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
+        link = out.flow_run_url(p["flow_run_id"])
         fields = out.fields(
             f"session {p['session_id']}",
             [
@@ -121,8 +141,9 @@ def sessions_show(
                     "instances",
                     f"{p['total_instances']} ({p['successful_instances']} ok, {p['failed_instances']} failed)",
                 ),
+                *_session_progress_field(p),
                 ("created by", p["created_by"]),
-                ("flow run", p["flow_run_id"]),
+                ("flow run", f"{p['flow_run_id']} ({link})" if link else p["flow_run_id"]),
                 ("retry of", p["retry_of"]),
                 ("error", p["error_message"]),
             ],
@@ -157,12 +178,47 @@ def sessions_show(
                 for r in p["records"]
             ],
         )
-        return [fields, records] if p["records"] else [fields, Text("no instance records")]
+        if not p["records"]:
+            return [fields, Text("no instance records")]
+        notes = _record_notes(p, changes)
+        return [fields, records, Text("\n".join(notes))] if notes else [fields, records]
 
     out.render(ctx, payload, human)
 
 
-SessionIdArg = Annotated[str, typer.Argument(metavar="SESSION_ID", help="The session's id.", show_default=False)]
+def _session_progress_field(p: dict[str, Any]) -> list[tuple[str, Any]]:
+    if not p.get("progress"):
+        return []
+    prog = SessionProgress.model_validate(p["progress"])
+    return [("progress", progress_text(prog, prog.items_synced, unit_of(p["sync_category"])))]
+
+
+def _record_notes(p: dict[str, Any], limit: int) -> list[str]:
+    """Below the records table: each running record's progress, then each record's changes (the
+    first ``limit`` lines and how many more), printed as plain text (a change may contain [brackets])."""
+    notes: list[str] = []
+    unit = unit_of(p["sync_category"])
+    for raw in p["records"]:
+        r = RecordView.model_validate(raw)
+        name = r.instance_name or str(r.instance_id)
+        if r.progress is not None:
+            notes.append(f"{name}: {progress_text(r.progress, r.items_synced, unit)}")
+        details = r.sync_details or {}
+        listed = [str(c) for c in details.get("changes") or []]
+        total = details.get("changes_total")
+        total = total if isinstance(total, int) else len(listed)
+        if not limit or not total:
+            continue
+        head = (
+            f"{name}: {total} change{'s' if total != 1 else ''} "
+            f"({r.items_created} created, {r.items_updated} updated, {r.items_deleted} deleted)"
+        )
+        lines = change_lines(listed, total, limit)
+        notes.append("\n".join([head, *(f"  {line}" for line in lines)]))
+    return notes
+
+
+SessionIdArg = out.SessionIdArg
 
 
 CANCEL_REASON = "cancelled by syncflow sessions cancel"
@@ -214,6 +270,8 @@ def cancel_cmd(
 ) -> None:
     """Cancel a running session: its instance syncs stop at their next batch boundary, keeping
     every committed batch; the parent Prefect flow run (if any) is moved to Cancelling."""
+    with out.store() as s:
+        session_id = out.session_id_of(s, session_id)
     payload = cancel_everywhere(session_id, prefect=not no_prefect)
 
     def human(p: dict[str, Any]) -> str:
@@ -241,6 +299,7 @@ def retry_failed_cmd(
     from syncflow.cli import sync as cli_sync
 
     with session_scope(out.checked_engine()) as s:  # fail fast, before Prefect starts
+        session_id = out.session_id_of(s, session_id)
         old = book.get_session(s, session_id=session_id, with_records=True)
         if old.status == SessionStatus.RUNNING:
             raise IllegalTransitionError(f"session {session_id} is still running")

@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -27,6 +26,9 @@ from syncflow.cli import _output as out
 from syncflow.cli import _runtime
 from syncflow.errors import ConfigError, SyncflowError
 from syncflow.names import MANUAL_BATCH
+from syncflow.reports.sessions import UNITS as REPORT_UNITS
+from syncflow.reports.sessions import progress_text
+from syncflow.schemas import measure_session_progress, record_view
 from syncflow.store.db import session_scope
 from syncflow.store.instances import select_instances
 from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord
@@ -201,19 +203,16 @@ def _watch(session_id: str, stop: threading.Event, show: Callable[[list[SyncInst
 
 
 # What one item of a category is, in the live display.
-UNITS: dict[str, str] = {
-    "messages": "msgs",
-    "metadata": "convs",
-    "account": "accounts",
-    "config": "settings",
-    "capacity": "samples",
-}
+UNITS: dict[str, str] = dict(REPORT_UNITS)
 
 
 def run_with_progress(
     coro_factory: Callable[[], Any], *, find_session: Callable[[], str | None], quiet: bool, category: str = ""
 ) -> Any:
-    """Run a flow coroutine while a live table shows each record's progress from the store."""
+    """Run a flow coroutine while a live table shows each record's progress from the store:
+    items done / expected (the source's totalCount), rate and ETA once a batch was measured
+    (:func:`syncflow.schemas.measure_progress`, as the console and the Prefect artifacts), and
+    a session row summing them when the session has several instances."""
     unit = UNITS.get(category, "items")
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn
@@ -221,24 +220,37 @@ def run_with_progress(
     progress = Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
-        TextColumn("{task.fields[status]:<10} {task.completed:>9,.0f} " + unit + "{task.fields[rate]}"),
+        TextColumn("{task.fields[status]:<10} {task.fields[text]}"),
         disable=quiet,
         console=out.console(),
     )
     bars: dict[int, Any] = {}
-    started = time.monotonic()
+    session_bar: list[Any] = []
 
     def show(recs: list[SyncInstanceRecord]) -> None:
-        for r in recs:
-            if r.id not in bars:
-                bars[r.id] = progress.add_task(r.instance_name or str(r.id), total=None, status=r.status, rate="")
-            remaining = (r.sync_details or {}).get("remaining")
-            total = r.items_synced + remaining if isinstance(remaining, int) else None
-            if r.status == "completed":
-                total = max(r.items_synced, 1)
-            elapsed = max(time.monotonic() - started, 1e-6)
-            rate = f"  {r.items_synced / elapsed:,.0f}/s" if r.status == "running" and r.items_synced else ""
-            progress.update(bars[r.id], completed=r.items_synced, total=total, status=r.status, rate=rate)
+        views = [record_view(r) for r in recs]
+        if len(views) > 1 and not session_bar:
+            session_bar.append(progress.add_task(f"session ({len(views)})", total=None, status="", text=""))
+        for v in views:
+            if v.id not in bars:
+                bars[v.id] = progress.add_task(v.instance_name or str(v.id), total=None, status=v.status, text="")
+            p = v.progress
+            total = p.expected if p is not None else None
+            if v.status == "completed":
+                total = max(v.items_synced, 1)
+            text = progress_text(p, v.items_synced, unit) if p is not None else f"{v.items_synced:,} {unit}"
+            progress.update(bars[v.id], completed=v.items_synced, total=total, status=v.status, text=text)
+        if session_bar:
+            sp = measure_session_progress(views)
+            done = f"{sp.instances_done}/{sp.instances_total}"
+            total = sp.expected if sp.instances_done < sp.instances_total else max(sp.items_synced, 1)
+            progress.update(
+                session_bar[0],
+                completed=sp.items_synced,
+                total=total,
+                status=done,
+                text=progress_text(sp, sp.items_synced, unit),
+            )
 
     stop = threading.Event()
     holder: dict[str, str | None] = {"sid": None}

@@ -18,6 +18,16 @@ def changes_key(category: str, instance_name: str, instance_id: int) -> str:
     return f"{category}-changes-{slug}"[:255]
 
 
+def change_lines(changes: list[str], total: int | None, limit: int) -> list[str]:
+    """The first ``limit`` changes, then "... and M more" when there were more (``total``
+    counts them all; a stored list is itself capped, see ``sync_details.changes_total``)."""
+    total = len(changes) if total is None else max(total, len(changes))
+    shown = changes[: max(limit, 0)]
+    if total > len(shown):
+        return [*shown, f"... and {total - len(shown)} more"]
+    return list(shown)
+
+
 def changes_markdown(category: str, instance_name: str, session_id: str, stored: Any) -> str:
     """Counts, then every change (at most :data:`ARTIFACT_LINES`), escaped for markdown.
 
@@ -32,12 +42,10 @@ def changes_markdown(category: str, instance_name: str, session_id: str, stored:
         "",
     ]
     if stored.changes:
-        lines += [f"- {_md(line)}" for line in stored.changes[:ARTIFACT_LINES]]
-        if stored.changes_total > ARTIFACT_LINES:
-            lines.append(f"- ... and {stored.changes_total - ARTIFACT_LINES} more")
+        lines += [f"- {_md(line)}" for line in change_lines(stored.changes, stored.changes_total, ARTIFACT_LINES)]
     else:
         lines.append("no change")
     return "\n".join(lines)
 
 
-__all__ = ["ARTIFACT_LINES", "changes_key", "changes_markdown"]
+__all__ = ["ARTIFACT_LINES", "change_lines", "changes_key", "changes_markdown"]

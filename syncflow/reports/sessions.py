@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncflow.schemas import SessionDetailView
+from syncflow.schemas import Progress, SessionDetailView, SessionProgress
 
 # The record fields of the artifact table, in column order (the view's names).
 TABLE_FIELDS = (
@@ -68,4 +68,64 @@ def summary_markdown(view: SessionDetailView) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TABLE_FIELDS", "records_table", "summary_markdown"]
+# What one item of a category is, in progress lines (CLI bar, progress artifacts).
+UNITS: dict[str, str] = {
+    "messages": "msgs",
+    "metadata": "convs",
+    "account": "accounts",
+    "config": "settings",
+    "capacity": "samples",
+}
+
+
+def unit_of(category: str) -> str:
+    return UNITS.get(category, "items")
+
+
+def fmt_eta(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h07m`` (``-`` when unknown)."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def progress_text(p: Progress | SessionProgress, done: int, unit: str = "items") -> str:
+    """A progress in words, as the CLI bar and the Prefect progress artifacts say it:
+    ``1,500 / 6,000 msgs (25.0 %), 300/s, ETA 15s`` — the total, rate and ETA only when known
+    (the ETA once a batch was measured: :func:`syncflow.schemas.measure_progress`)."""
+    text = f"{done:,}" + (f" / {p.expected:,}" if p.expected is not None else "") + f" {unit}"
+    if p.percent is not None:
+        text += f" ({p.percent:.1f} %)"
+    if p.rate_per_second:
+        text += f", {p.rate_per_second:,.0f}/s"
+    if p.eta_seconds is not None:
+        text += f", ETA {fmt_eta(p.eta_seconds)}"
+    return text
+
+
+def session_progress_description(view: SessionDetailView, done: int, total: int) -> str:
+    """The session progress artifact's description: instances done / total, then the items
+    (done / expected, rate, ETA while it runs; :attr:`SessionDetailView.progress`)."""
+    unit = unit_of(view.sync_category)
+    text = f"session {view.session_id} ({view.sync_category}): {done}/{total} instances done"
+    if view.progress is not None:
+        return f"{text}; {progress_text(view.progress, view.items_synced, unit)}"
+    return f"{text}; {view.items_synced:,} {unit}"
+
+
+__all__ = [
+    "TABLE_FIELDS",
+    "UNITS",
+    "fmt_eta",
+    "progress_text",
+    "records_table",
+    "session_progress_description",
+    "summary_markdown",
+    "unit_of",
+]

@@ -255,7 +255,7 @@ def test_10000_messages_in_exactly_20_fetches_of_500(wiring: Any, make_server: M
     assert [(r.last_seq, r.count, r.status) for r in log] == [(i * BATCH, BATCH, 200) for i in range(20)]
     rec = record(engine, recs["im-1"])
     assert rec.status == "completed"
-    assert rec.sync_details["batches"] == 20 == result["details"]["batches"]
+    assert rec.sync_details["batches"] == 20 == result["sync_details"]["batches"]
     assert rec.sync_details["seq_range"] == [1, 10_000]
     assert counts(rec) == {"synced": 10_000, "created": 10_000, "updated": 0, "unchanged": 0, "deleted": 0}
     assert_store_equals_truth(engine, "im-1", server)
@@ -324,7 +324,7 @@ def test_no_new_messages_fetches_once_and_creates_nothing(wiring: Any, make_serv
     rec = record(engine, recs["im-1"])
     assert rec.status == "completed"
     assert counts(rec) == {"synced": 0, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
-    assert result["details"]["batches"] == 1
+    assert result["sync_details"]["batches"] == 1
     assert stored_rows(engine, "im-1") == before
     assert cursor(engine, "im-1") == 700
 
@@ -416,7 +416,7 @@ def test_dropped_connections_and_5xx_are_retried_and_nothing_is_lost(
     ]
     rec = record(engine, recs["im-1"])
     assert rec.status == "completed"
-    assert rec.sync_details["retries"] == 4 == result["details"]["retries"]
+    assert rec.sync_details["retries"] == 4 == result["sync_details"]["retries"]
     assert rec.sync_details["batches"] == 6
     assert counts(rec)["created"] == 3_000
     assert_store_equals_truth(engine, "im-1", server)
@@ -468,7 +468,7 @@ def test_a_timed_out_request_is_retried(wiring: Any, make_server: MakeServer, en
     assert last_seqs(server) == [0, 500, 500, 1_000]
     (t_slow, *_), (t_retry, *_) = [s for s in server.stamps if s[2] == 500]
     assert t_retry - t_slow >= 1.0
-    assert result["details"]["retries"] == 1
+    assert result["sync_details"]["retries"] == 1
     assert_store_equals_truth(engine, "im-1", server)
 
 
@@ -548,7 +548,7 @@ def test_429_waits_at_least_retry_after_then_completes(wiring: Any, make_server:
     assert [(r.last_seq, r.status) for r in sync_log(server)] == [(0, 200), (500, 429), (500, 200)]
     (t429, *_), (t_retry, *_) = [s for s in server.stamps if s[2] == 500]
     assert t_retry - t429 >= 1.5
-    assert result["details"]["retries"] == 1
+    assert result["sync_details"]["retries"] == 1
     assert_store_equals_truth(engine, "im-1", server)
 
 
@@ -570,7 +570,7 @@ def test_truncated_json_is_retried_and_completes(wiring: Any, make_server: MakeS
         (500, False),
         (1_000, False),
     ]
-    assert result["details"]["retries"] == 2
+    assert result["sync_details"]["retries"] == 2
     assert counts(record(engine, recs["im-1"]))["created"] == 1_200
     assert_store_equals_truth(engine, "im-1", server)
 
@@ -633,7 +633,7 @@ def test_a_dead_holders_lease_blocks_until_it_runs_out(
     state, result = run(recs["im-1"])
 
     assert state.is_completed() and result["status"] == "skipped"
-    assert dead in result["reason"] and "im-1" in result["reason"]
+    assert dead in result["error_message"] and "im-1" in result["error_message"]
     rec = record(engine, recs["im-1"])
     assert rec.status == "skipped" and dead in rec.error_message
     assert sync_log(server) == []
@@ -794,7 +794,7 @@ def test_metadata_fetch_is_retried_on_transient_errors_and_429(
     assert [r.status for r in log] == [503, None, 429, 200]
     t429, t_retry = (s[0] for s in server.stamps[2:4])
     assert t_retry - t429 >= 0.5
-    assert len(result["details"]["created"]) == 4
+    assert len(result["sync_details"]["created"]) == 4
     assert counts(record(engine, recs["im-1"]))["created"] == 4
 
 

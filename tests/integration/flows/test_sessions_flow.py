@@ -10,6 +10,7 @@ import contextvars
 import datetime as dt
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -516,6 +517,41 @@ def test_session_artifacts_summary_table_and_progress(wiring: Any, seq_server: S
     assert by["art-1"]["duration_seconds"] is not None and by["art-1"]["items_per_second"] > 0
     progress = arts[f"{key}-progress"]
     assert progress.type == "progress" and float(progress.data) == 100.0
+    assert progress.description == f"session {sid} (messages): 2/2 instances done; 300 msgs"
+
+
+def test_a_long_instance_sync_shows_done_expected_rate_and_eta(
+    wiring: Any, seq_server: SeqServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance sync longer than one chunk has a progress artifact whose description says
+    items done / expected (the source's totalCount), the rate and the ETA (14.4)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    from syncflow.settings import reset_settings
+
+    monkeypatch.setenv("SYNCFLOW_BATCHES_PER_TASK", "1")  # one page per chunk: 3 chunks
+    reset_settings()
+    seq_server.append(300)
+    wiring.add("eta-1", seq_server, batch_size=100)
+    state, _ = run_session(category="messages", instances=["eta-1"], refresh_metadata=False)
+    assert state.is_completed()
+    (rec,) = records(engine)
+    assert rec.items_synced == 300 and rec.flow_run_id
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(rec.flow_run_id)]),
+                    type=ArtifactFilterType(any_=["progress"]),
+                )
+            )
+
+    (art,) = asyncio.run(read())
+    assert float(art.data) == 100.0
+    assert art.description.startswith("messages of eta-1: 300 / 300 msgs (100.0 %), "), art.description
+    assert "/s, ETA 0s" in art.description
 
 
 def test_cli_refuses_to_cancel_a_finished_session_or_retry_one_without_failures(
