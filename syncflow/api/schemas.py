@@ -7,17 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from syncflow.store.models import Category, RecordStatus, SessionStatus, SyncType
+from syncflow.store.models import Category, InstanceKind, RecordStatus, SessionStatus, SyncType
 
 CategoryName = Literal["account", "capacity", "config", "metadata", "messages", "other"]
 SyncTypeName = Literal["scheduled", "manual_batch"]
 SessionStatusName = Literal["running", "completed", "failed", "cancelled"]
 RecordStatusName = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
+KindName = Literal["http-seq", "postgres", "mysql", "sql-table", "telegram"]
+ChatTypeName = Literal["user", "bot", "group", "supergroup", "channel"]
 
 assert set(CategoryName.__args__) == set(Category.values())  # type: ignore[attr-defined]
 assert set(SyncTypeName.__args__) == set(SyncType.values())  # type: ignore[attr-defined]
 assert set(SessionStatusName.__args__) == set(SessionStatus.values())  # type: ignore[attr-defined]
 assert set(RecordStatusName.__args__) == set(RecordStatus.values())  # type: ignore[attr-defined]
+assert set(KindName.__args__) == set(InstanceKind.values())  # type: ignore[attr-defined]
 
 InstanceName = str
 
@@ -67,6 +70,7 @@ class RecordOut(BaseModel):
     sync_details: dict[str, Any] | None
     flow_run_id: str | None
     progress: Progress | None = Field(description="Set while the record is running.")
+    title: str | None = Field(default=None, description="The chat's title, for instances that are one chat (Telegram).")
 
 
 class SessionOut(BaseModel):

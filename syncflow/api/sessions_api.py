@@ -19,6 +19,7 @@ from syncflow.errors import ConfigError, IllegalTransitionError, NotFoundError
 from syncflow.store import instances as inst_svc
 from syncflow.store import pauses as queue_admin
 from syncflow.store import sessions as book
+from syncflow.store.chats import chat_titles, instance_choices
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 
@@ -70,9 +71,13 @@ def list_sessions(
 def _load(c: Console, session_id: str) -> m.SessionDetailOut | None:
     with session_scope(c.get_engine()) as s:
         try:
-            return views.session_detail(book.get_session(s, session_id=session_id, with_records=True))
+            detail = views.session_detail(book.get_session(s, session_id=session_id, with_records=True))
         except NotFoundError:
             return None
+        titles = chat_titles(s, [r.instance_id for r in detail.records])
+        for r in detail.records:
+            r.title = titles.get(r.instance_id)
+        return detail
 
 
 async def _queued(c: Console, session_id: str) -> pf.QueuedRun | None:
@@ -143,20 +148,23 @@ def get_statistics(
 
 @router.get("/instances", dependencies=READ, responses={**ERR, **BAD})
 def list_instances(
-    s: DbDep, category: Annotated[m.CategoryName | None, Query(description="Only those supporting it.")] = None
+    s: DbDep,
+    category: Annotated[m.CategoryName | None, Query(description="Only those supporting it.")] = None,
+    kind: Annotated[m.KindName | None, Query(description="Only this kind (e.g. telegram).")] = None,
+    account: Annotated[
+        str | None, Query(max_length=255, description="Only the chats of this Telegram account (its block name).")
+    ] = None,
+    chat_type: Annotated[
+        m.ChatTypeName | None,
+        Query(alias="type", description="Only chats of this type (group: supergroups too)."),
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text in the name, the chat title or the username.")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    """The registered instances (for the manual-batch form): name, kind, categories, tags, enabled."""
-    return [
-        {
-            "name": i.name,
-            "kind": i.kind,
-            "categories": list(i.categories),
-            "tags": list(i.tags),
-            "enabled": i.enabled,
-            "priority": i.priority,
-        }
-        for i in inst_svc.list_instances(s, category=category)
-    ]
+    """The registered instances (for the manual-batch form): name, kind, categories, tags, enabled;
+    chat instances (Telegram) also their account, chat id, chat type, title and username."""
+    return instance_choices(s, category=category, kind=kind, account=account, chat_type=chat_type, q=q)
 
 
 # ------------------------------------------------------------------------- writes

@@ -21,6 +21,7 @@ from syncflow.errors import ConfigError, IllegalTransitionError
 from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
+from syncflow.store.chats import chat_titles
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncSession, SyncType
 
@@ -102,7 +103,10 @@ def sessions_show(
     """Show a session and the record of each of its instances."""
     with out.store() as session:
         row = session_svc.get_session(session, session_id=session_id, with_records=True)
-        payload = out.session_payload(row) | {"records": [out.record_payload(r) for r in row.records]}
+        titles = chat_titles(session, [r.instance_id for r in row.records])  # chat instances: the chat's title
+        payload = out.session_payload(row) | {
+            "records": [out.record_payload(r) | {"title": titles.get(r.instance_id)} for r in row.records]
+        }
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
         fields = out.fields(
@@ -140,7 +144,7 @@ def sessions_show(
             ],
             [
                 [
-                    r["instance"],
+                    f"{r['instance']} ({r['title']})" if r.get("title") else r["instance"],
                     r["status"],
                     out.fmt_time(r["started_at"]),
                     out.fmt_duration(r["duration_seconds"]),
