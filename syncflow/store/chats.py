@@ -191,8 +191,9 @@ def instance_choices(
     """Instances for a picker (the console's manual-batch form), filtered.
 
     ``account``/``chat_type`` keep only chat instances of that account / chat type (the
-    stored conversation's type, else discovery's; ``group`` also matches supergroups); ``q`` matches the name, the chat title or the username, case-insensitively.
-    Chat instances carry ``account``, ``chat_id``, ``chat_type``, ``title`` and ``username``.
+    stored conversation's type, else discovery's; ``group`` also matches supergroups);
+    ``q`` matches the name, the chat title or the username, case-insensitively. Chat
+    instances carry ``account``, ``chat_id``, ``chat_type``, ``title`` and ``username``.
     """
     rows = list_instances(session, kind=kind, category=category)
     titles = chat_titles(session, [i.id for i in rows])
