@@ -1,5 +1,6 @@
 """From an instance's block name to an open source: which block type each kind uses, and a
-per-process cache of open sources (one HTTP pool per http-seq instance, reused by every chunk).
+per-process cache of open sources (one HTTP pool per http-seq instance, reused by every chunk;
+one source per Telegram chat, over its account's shared connection).
 
 Tasks call :func:`open_source` with the block's *name*: secrets stay in the block, never in a
 task parameter, a log or an artifact.
@@ -7,6 +8,7 @@ task parameter, a log or an artifact.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from prefect.blocks.core import Block
 
 from blocks.database import DatabaseInstance
 from blocks.seq_http import SeqHttpInstance
+from blocks.telegram import TelegramAccountBlock
 from syncflow.errors import ConfigError
 from syncflow.sources.base import ReadPolicy, Source, source_kind
 
@@ -23,12 +26,14 @@ BLOCK_TYPES: dict[str, type[Block]] = {
     "http-seq": SeqHttpInstance,
     "postgres": DatabaseInstance,
     "mysql": DatabaseInstance,
+    "telegram": TelegramAccountBlock,
 }
 
 HINTS: dict[str, str] = {
     "http-seq": "syncflow instances add ... --url URL --token-env VAR, or --block NAME",
     "postgres": "syncflow instances add ... --host --user --password-env VAR, or --block NAME",
     "mysql": "syncflow instances add ... --host --user --password-env VAR, or --block NAME",
+    "telegram": "syncflow telegram login ACCOUNT ..., then syncflow telegram discover ACCOUNT",
 }
 
 
@@ -59,15 +64,19 @@ async def load_block(kind: str, block_name: str | None, instance: str) -> Any:
         raise ConfigError(f"instance {instance}: cannot load {kind} block {block_name!r}: {exc}") from None
 
 
-async def open_source(kind: str, block_name: str | None, instance: str) -> Opened:
-    """The open source of ``instance`` in this process (opened on first use, then reused)."""
-    key = f"{kind}:{block_name}"
+async def open_source(kind: str, block_name: str | None, instance: str, config: dict[str, Any] | None = None) -> Opened:
+    """The open source of ``instance`` in this process (opened on first use, then reused).
+
+    ``config`` is the instance's non-secret settings (a Telegram chat's id): instances that
+    share a block but differ in config (the chats of one account) get a source each."""
+    key = f"{kind}:{block_name}" + (f":{json.dumps(config, sort_keys=True, default=str)}" if config else "")
     with _lock:
         cached = _opened.get(key)
     if cached is not None:
         return cached
     block = await load_block(kind, block_name, instance)
-    opened = Opened(source=block.open_source(instance), policy=block.read_policy(), describe=block.describe())
+    source = block.open_source(instance, config) if config else block.open_source(instance)
+    opened = Opened(source=source, policy=block.read_policy(), describe=block.describe())
     with _lock:
         _opened.setdefault(key, opened)
         return _opened[key]

@@ -99,6 +99,7 @@ class RecordView(BaseModel):
     sync_details: dict[str, Any] | None
     flow_run_id: str | None
     progress: Progress | None = Field(description="Set while the record is running.")
+    title: str | None = Field(default=None, description="The chat's title, for chat instances (Telegram).")
 
 
 class SessionView(BaseModel):
@@ -230,8 +231,9 @@ def measure_session_progress(records: Sequence[RecordView]) -> SessionProgress:
     )
 
 
-def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None) -> RecordView:
-    """The view of one record (``progress`` only while it runs, measured at ``now``)."""
+def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None, title: str | None = None) -> RecordView:
+    """The view of one record (``progress`` only while it runs, measured at ``now``; ``title``:
+    the chat's title for chat instances, ``syncflow.store.chats.chat_titles``)."""
     dur = r.duration_seconds
     details = r.sync_details or {}
     progress = None
@@ -265,6 +267,7 @@ def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None) -> Record
         sync_details=r.sync_details,
         flow_run_id=r.flow_run_id,
         progress=progress,
+        title=title,
     )
 
 
@@ -330,16 +333,19 @@ def session_view(
 
 
 def session_detail_view(
-    row: SyncSession, now: dt.datetime | None = None, short_id: str | None = None
+    row: SyncSession,
+    now: dt.datetime | None = None,
+    short_id: str | None = None,
+    titles: Mapping[int, str] | None = None,
 ) -> SessionDetailView:
     """The view of a session loaded with its records (``get_session(..., with_records=True)``);
-    ``progress`` while it runs."""
+    ``progress`` while it runs; ``titles`` by instance id (chat instances)."""
     counts: dict[str, int] = {}
     for r in row.records:
         counts[r.status] = counts.get(r.status, 0) + 1
     now = now or utcnow()
     records = sorted(row.records, key=lambda r: (-r.priority, r.instance_name or "", r.id))
-    views = [record_view(r, now) for r in records]
+    views = [record_view(r, now, (titles or {}).get(r.instance_id)) for r in records]
     return SessionDetailView(
         **_session_fields(row, counts, sum(r.items_synced for r in row.records), short_id),
         records=views,

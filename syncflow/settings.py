@@ -46,6 +46,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    telegram_client_factory: str | None = Field(
+        default=None,
+        description=(
+            "Tests only: `module:callable` building the Telethon-like client of a Telegram account "
+            "(e.g. syncflow.testing.telegram_fake:env_client_factory). Unset: Telethon's TelegramClient."
+        ),
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

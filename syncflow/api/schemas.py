@@ -10,6 +10,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from syncflow.schemas import CategoryName, RecordView, SessionStatusName, SessionView, SyncTypeName
+from syncflow.store.models import InstanceKind
+
+KindName = Literal["http-seq", "postgres", "mysql", "sql-table", "telegram"]
+ChatTypeName = Literal["user", "bot", "group", "supergroup", "channel"]
+
+assert set(KindName.__args__) == set(InstanceKind.values())  # type: ignore[attr-defined]
+
 
 InstanceName = str
 

@@ -22,6 +22,7 @@ from syncflow.store import changes as change_store
 from syncflow.store import instances as inst_svc
 from syncflow.store import pauses as queue_admin
 from syncflow.store import sessions as book
+from syncflow.store.chats import chat_titles, instance_choices
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 from syncflow.store.session_ids import resolve_session_id, short_ids
@@ -84,7 +85,8 @@ def _load(c: Console, session_id: str) -> SessionDetailView | None:
         except NotFoundError:
             return None
         row = book.get_session(s, session_id=full, with_records=True)
-        return session_detail_view(row, short_id=short_ids(s, [full])[full])
+        titles = chat_titles(s, [r.instance_id for r in row.records])  # chat instances: the chat's title
+        return session_detail_view(row, short_id=short_ids(s, [full])[full], titles=titles)
 
 
 async def _queued(c: Console, session_id: str) -> pf.QueuedRun | None:
@@ -184,20 +186,23 @@ def list_changes(
 
 @router.get("/instances", dependencies=READ, responses={**ERR, **BAD})
 def list_instances(
-    s: DbDep, category: Annotated[m.CategoryName | None, Query(description="Only those supporting it.")] = None
+    s: DbDep,
+    category: Annotated[m.CategoryName | None, Query(description="Only those supporting it.")] = None,
+    kind: Annotated[m.KindName | None, Query(description="Only this kind (e.g. telegram).")] = None,
+    account: Annotated[
+        str | None, Query(max_length=255, description="Only the chats of this Telegram account (its block name).")
+    ] = None,
+    chat_type: Annotated[
+        m.ChatTypeName | None,
+        Query(alias="type", description="Only chats of this type (group: supergroups too)."),
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text in the name, the chat title or the username.")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    """The registered instances (for the manual-batch form): name, kind, categories, tags, enabled."""
-    return [
-        {
-            "name": i.name,
-            "kind": i.kind,
-            "categories": list(i.categories),
-            "tags": list(i.tags),
-            "enabled": i.enabled,
-            "priority": i.priority,
-        }
-        for i in inst_svc.list_instances(s, category=category)
-    ]
+    """The registered instances (for the manual-batch form): name, kind, categories, tags, enabled;
+    chat instances (Telegram) also their account, chat id, chat type, title and username."""
+    return instance_choices(s, category=category, kind=kind, account=account, chat_type=chat_type, q=q)
 
 
 # ------------------------------------------------------------------------- writes

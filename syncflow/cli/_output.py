@@ -346,6 +346,7 @@ def instance_payload(inst: Instance) -> dict[str, Any]:
         "tags": list(inst.tags),
         "block_name": inst.block_name,
         "description": inst.description,
+        "config": inst.config,
         "created_at": inst.created_at,
         "updated_at": inst.updated_at,
     }

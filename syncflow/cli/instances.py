@@ -242,6 +242,8 @@ def instances_show(
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
         keys = ["name", "kind", "enabled", "priority", "categories", "tags", "block_name", "description"]
+        if p.get("config"):  # e.g. a Telegram chat: its chat id and account
+            keys.append("config")
         fields = out.fields(
             f"instance {p['name']}",
             [(k, p[k]) for k in keys]

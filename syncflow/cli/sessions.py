@@ -25,6 +25,7 @@ from syncflow.schemas import RecordView, SessionProgress, session_detail_view, s
 from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
+from syncflow.store.chats import chat_titles
 from syncflow.store.db import session_scope
 from syncflow.store.models import RecordStatus, SessionStatus, SyncType
 from syncflow.store.session_ids import short_ids
@@ -124,7 +125,8 @@ def sessions_show(
     with out.store() as session:
         full = out.session_id_of(session, session_id)
         row = session_svc.get_session(session, session_id=full, with_records=True)
-        payload = session_detail_view(row, short_id=short_ids(session, [full])[full]).model_dump()
+        titles = chat_titles(session, [r.instance_id for r in row.records])  # chat instances: the chat's title
+        payload = session_detail_view(row, short_id=short_ids(session, [full])[full], titles=titles).model_dump()
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
         link = out.flow_run_url(p["flow_run_id"])
@@ -164,7 +166,7 @@ def sessions_show(
             ],
             [
                 [
-                    r["instance_name"],
+                    f"{r['instance_name']} ({r['title']})" if r.get("title") else r["instance_name"],
                     r["status"],
                     out.fmt_time(r["started_at"]),
                     out.fmt_duration(r["duration_seconds"]),

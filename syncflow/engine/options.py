@@ -13,24 +13,38 @@ class SyncOptions:
     """Per-instance, per-run options (JSON: flow parameters, record options, state options).
 
     ``full`` resets the cursor first; ``from_seq``/``to_seq`` backfill a seq range without
-    moving the main cursor; ``batch_size`` overrides the block's.
+    moving the main cursor; ``batch_size`` overrides the block's. ``skip_media`` (Telegram,
+    default true): media bytes are not downloaded (their metadata is stored either way).
+    The seed's names are accepted too: ``incremental`` (= not full), ``fromMessageId``/
+    ``toMessageId`` (Telegram's message ids are its seq), ``skipMedia``, ``fromSeq``...
     """
 
     full: bool = False
     from_seq: int | None = None
     to_seq: int | None = None
     batch_size: int | None = None
+    skip_media: bool = True
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None, *, instance: str = "?") -> SyncOptions:
         raw = dict(raw or {})
-        aliases = {"fromSeq": "from_seq", "toSeq": "to_seq", "batchSize": "batch_size"}
+        aliases = {
+            "fromSeq": "from_seq",
+            "toSeq": "to_seq",
+            "batchSize": "batch_size",
+            "fromMessageId": "from_seq",
+            "toMessageId": "to_seq",
+            "skipMedia": "skip_media",
+        }
         for alias, name in aliases.items():
             if alias in raw:
-                raw[name] = raw.pop(alias)
+                value = raw.pop(alias)
+                if name in raw and raw[name] != value:
+                    raise ConfigError(f"instance {instance}: {alias} and {name} disagree")
+                raw[name] = value
         if "incremental" in raw:
             raw["full"] = not bool(raw.pop("incremental"))
-        unknown = sorted(set(raw) - {"full", "from_seq", "to_seq", "batch_size"})
+        unknown = sorted(set(raw) - {"full", "from_seq", "to_seq", "batch_size", "skip_media"})
         if unknown:
             raise ConfigError(f"instance {instance}: unknown sync option(s): {', '.join(unknown)}")
         opts = cls(**raw)
@@ -44,6 +58,8 @@ class SyncOptions:
             raise ConfigError(f"instance {instance}: to_seq needs from_seq")
         if opts.batch_size is not None and not (isinstance(opts.batch_size, int) and 1 <= opts.batch_size <= 10_000):
             raise ConfigError(f"instance {instance}: batch_size must be 1..10000, not {opts.batch_size!r}")
+        if not isinstance(opts.skip_media, bool):
+            raise ConfigError(f"instance {instance}: skip_media must be true or false, not {opts.skip_media!r}")
         if opts.full and opts.from_seq is not None:
             raise ConfigError(f"instance {instance}: full re-sync and a seq range exclude each other")
         return opts

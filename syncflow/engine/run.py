@@ -48,6 +48,7 @@ class InstanceRun:
     lease_seconds: float
     start_seq: int
     options: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the instance's non-secret settings (telegram: chat id)
 
     @property
     def opts(self) -> SyncOptions:
@@ -103,6 +104,7 @@ def begin_instance_sync(
             owner=owner,
             lease_seconds=lease_seconds,
             start_seq=0,
+            config=dict(inst.config or {}),
         )
     if refused is not None:
         with session_scope(engine) as s:

@@ -20,7 +20,7 @@ data) a writer in ``syncflow.store``. Nothing in the flows changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,15 +110,30 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def page_reader(source: Source, options: Any) -> Callable[[int, int], PageLike]:
+    """The page function of one run: ``source.reader(options)`` when the source takes per-run
+    read options (Telegram: ``to_seq`` as the request's upper bound, ``skip_media``), else
+    ``source.read_page``."""
+    reader = getattr(source, "reader", None)
+    return reader(options) if callable(reader) else source.read_page
+
+
 @dataclass(frozen=True)
 class SourceKind:
-    """What the registry knows about a kind: its categories and whether it can run yet."""
+    """What the registry knows about a kind: its categories and whether it can run yet.
+
+    ``dense_seq``: the source numbers every item of an instance in one sequence, so a seq hole
+    is a missing item (deleted or late). Telegram message ids are not: in private chats and
+    basic groups they are allocated per *account*, so a chat's ids have gaps that hold other
+    chats' messages — holes there say nothing.
+    """
 
     name: str
     categories: tuple[str, ...]
     default_categories: tuple[str, ...]
     available: bool = True
     note: str = ""
+    dense_seq: bool = True
 
     def reads_incrementally(self, category: str) -> bool:
         return category in INCREMENTAL_CATEGORIES
@@ -140,9 +155,7 @@ KINDS: dict[str, SourceKind] = {
     "http-seq": SourceKind("http-seq", ("messages", "metadata"), ("messages", "metadata")),
     "postgres": SourceKind("postgres", _DB, _DB),
     "mysql": SourceKind("mysql", _DB, _DB),
-    "telegram": SourceKind(
-        "telegram", ("messages", "metadata"), ("messages", "metadata"), available=False, note="no source yet"
-    ),
+    "telegram": SourceKind("telegram", ("messages", "metadata"), ("messages", "metadata"), dense_seq=False),
     "sql-table": SourceKind(
         "sql-table", ("messages", "other"), ("messages", "other"), available=False, note="no source yet"
     ),
@@ -170,5 +183,6 @@ __all__ = [
     "Source",
     "SourceKind",
     "available_kinds",
+    "page_reader",
     "source_kind",
 ]

@@ -1157,6 +1157,20 @@ def close_all_connections() -> None:
         conn.close()
 
 
+def close_connection(key: str) -> bool:
+    """Close the registered connection of account ``key`` (disconnect now), if there is one.
+
+    For the cross-process account limit: a process gives the account's lease back only
+    after its client disconnected. Returns whether a connection was closed.
+    """
+    with TelegramConnection._registry_lock:
+        conn = TelegramConnection._registry.get(key)
+    if conn is None:
+        return False
+    conn.close()
+    return True
+
+
 # ------------------------------------------------------------------------------ login
 
 Prompt = Callable[[], str]
@@ -1247,6 +1261,7 @@ __all__ = [
     "chat_info",
     "classify",
     "close_all_connections",
+    "close_connection",
     "default_client_factory",
     "epoch_ms",
     "login",

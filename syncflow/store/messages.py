@@ -4,6 +4,11 @@ A message already stored is updated when any of its fields changed and left alon
 not; the counts say how many rows were created, updated and unchanged. The caller's
 transaction also advances the cursor and the record's counters, so a batch is all or nothing.
 
+Two row shapes: the 9 generic :data:`COLUMNS` (seq sources), and :data:`EXTENDED_COLUMNS`,
+the same plus Telegram's ``edit_time``, ``kind``, ``reply_to`` and ``extra`` (JSON). The shape
+is told by the rows' width; a generic row never touches the extra columns (a seq page still
+writes its 9 columns, as fast as before).
+
 PostgreSQL: binary COPY into a per-connection temporary staging table, then one
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE (changed)`` whose ``RETURNING (xmax = 0)`` tells
 inserts from updates. SQLite and others: read the existing rows of the batch, classify in
@@ -13,12 +18,14 @@ Python, then ``executemany`` the inserts and the updates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from syncflow.errors import ProtocolError
 from syncflow.store.models import Message, utcnow
 from syncflow.store.sessions import ItemCounts
 
@@ -34,33 +41,74 @@ COLUMNS = (
     "create_time",
     "server_time",
 )
+# Telegram's rows: the generic columns, then edit time (ms), kind, reply-to (text) and JSON extras.
+EXTRA_COLUMNS = ("edit_time", "kind", "reply_to", "extra")
+EXTENDED_COLUMNS = COLUMNS + EXTRA_COLUMNS
 _COPY_TYPES = ["text", "text", "int8", "text", "text", "int4", "text", "int8", "int8"]
 _DATA_COLUMNS = COLUMNS[1:]
 
 MessageRow = tuple[Any, ...]
 
-_STAGE_DDL = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS syncflow_stage_messages ("
-    "message_id text, server_msg_id text, seq bigint, conversation_id text, sender_id text, "
-    "message_type integer, content text, create_time bigint, server_time bigint"
-    ") ON COMMIT DELETE ROWS"
+
+@dataclass(frozen=True)
+class _Stage:
+    """A PostgreSQL staging table for one row shape, and the upsert from it."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    ddl: str
+    upsert: str
+
+    @property
+    def txn_key(self) -> str:
+        return f"{self.table}_txn"
+
+
+def _stage(table: str, columns: tuple[str, ...], types: list[str], sql_types: list[str]) -> _Stage:
+    data = columns[1:]
+    changed = " OR ".join(f"m.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in data)
+    ddl = (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ("
+        + ", ".join(f"{c} {t}" for c, t in zip(columns, sql_types, strict=True))
+        + ") ON COMMIT DELETE ROWS"
+    )
+    # The stage empties itself at commit (ON COMMIT DELETE ROWS); a second batch in the same
+    # transaction truncates it first (see _apply_postgres).
+    upsert = (
+        "WITH w AS ("
+        f" INSERT INTO messages AS m (instance_id, {', '.join(columns)}, session_id, synced_at)"
+        f" SELECT %(instance_id)s, {', '.join(columns)}, %(session_id)s, %(now)s FROM {table}"
+        " ON CONFLICT (instance_id, message_id) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
+        + ", session_id = EXCLUDED.session_id, synced_at = EXCLUDED.synced_at"
+        f" WHERE {changed}"
+        " RETURNING (xmax = 0) AS inserted)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM w"
+    )
+    return _Stage(table, columns, tuple(types), ddl, upsert)
+
+
+_SQL_TYPES = ["text", "text", "bigint", "text", "text", "integer", "text", "bigint", "bigint"]
+_GENERIC = _stage("syncflow_stage_messages", COLUMNS, _COPY_TYPES, _SQL_TYPES)
+_EXTENDED = _stage(
+    "syncflow_stage_messages_ext",
+    EXTENDED_COLUMNS,
+    [*_COPY_TYPES, "int8", "text", "text", "jsonb"],
+    [*_SQL_TYPES, "bigint", "text", "text", "jsonb"],
 )
-_STAGED = "syncflow_stage_messages"  # key in the pooled connection's info: the stage exists there
-_STAGE_TXN = "syncflow_stage_txn"  # ... and the transaction that last filled it
-_CHANGED = " OR ".join(f"m.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in _DATA_COLUMNS)
-# The stage empties itself at commit (ON COMMIT DELETE ROWS); a second batch in the same
-# transaction truncates it first (see _apply_postgres).
-_UPSERT = (
-    "WITH w AS ("
-    f" INSERT INTO messages AS m (instance_id, {', '.join(COLUMNS)}, session_id, synced_at)"
-    f" SELECT %(instance_id)s, {', '.join(COLUMNS)}, %(session_id)s, %(now)s FROM syncflow_stage_messages"
-    " ON CONFLICT (instance_id, message_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _DATA_COLUMNS)
-    + ", session_id = EXCLUDED.session_id, synced_at = EXCLUDED.synced_at"
-    f" WHERE {_CHANGED}"
-    " RETURNING (xmax = 0) AS inserted)"
-    " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM w"
-)
+_STAGED = "syncflow_stage_messages"  # key in the pooled connection's info: the generic stage exists there
+
+
+def columns_of(rows: Sequence[MessageRow]) -> tuple[str, ...]:
+    """The row shape of a batch: :data:`COLUMNS` or :data:`EXTENDED_COLUMNS` (ProtocolError otherwise)."""
+    width = len(rows[0])
+    for shape in (COLUMNS, EXTENDED_COLUMNS):
+        if width == len(shape):
+            if any(len(r) != width for r in rows):
+                raise ProtocolError("a batch of messages mixes row shapes")
+            return shape
+    raise ProtocolError(f"a message row has {width} fields; expected {len(COLUMNS)} or {len(EXTENDED_COLUMNS)}")
 
 
 def prepare(connection: Connection) -> None:
@@ -69,7 +117,7 @@ def prepare(connection: Connection) -> None:
     if connection.dialect.name != "postgresql" or connection.connection.info.get(_STAGED):
         return
     with connection.begin():
-        connection.exec_driver_sql(_STAGE_DDL)
+        connection.exec_driver_sql(_GENERIC.ddl)
     connection.connection.info[_STAGED] = True
 
 
@@ -92,16 +140,19 @@ def apply_message_batch(
     rows: Sequence[MessageRow],
     session_id: str | None = None,
 ) -> ItemCounts:
-    """Upsert ``rows`` (tuples in :data:`COLUMNS` order) for one instance, in the caller's
-    transaction (a Session or a Connection); never commits."""
+    """Upsert ``rows`` (tuples in :data:`COLUMNS` or :data:`EXTENDED_COLUMNS` order, told by
+    their width) for one instance, in the caller's transaction (a Session or a Connection);
+    never commits."""
     if not rows:
         return ItemCounts()
+    columns = columns_of(rows)
     unique = _dedup(rows)
     conn = _connection(session)
     if conn.dialect.name == "postgresql":
-        created, updated = _apply_postgres(conn, instance_id, unique, session_id)
+        stage = _GENERIC if columns is COLUMNS else _EXTENDED
+        created, updated = _apply_postgres(conn, instance_id, unique, session_id, stage)
     else:
-        created, updated = _apply_generic(conn, instance_id, unique, session_id)
+        created, updated = _apply_generic(conn, instance_id, unique, session_id, columns)
     return ItemCounts(
         synced=len(rows),
         created=created,
@@ -111,38 +162,43 @@ def apply_message_batch(
 
 
 def _apply_postgres(
-    conn: Connection, instance_id: int, rows: list[MessageRow], session_id: str | None
+    conn: Connection, instance_id: int, rows: list[MessageRow], session_id: str | None, stage: _Stage
 ) -> tuple[int, int]:
     raw = conn.connection.driver_connection
     info = conn.connection.info
     txn = id(conn.get_transaction())
     with raw.cursor() as cur:  # type: ignore[union-attr]
-        if not info.get(_STAGED):
-            cur.execute(_STAGE_DDL)  # inside this transaction: not remembered, it may roll back
-        elif info.get(_STAGE_TXN) == txn:
-            cur.execute("TRUNCATE syncflow_stage_messages")  # a second batch in one transaction
-        info[_STAGE_TXN] = txn
-        with cur.copy(f"COPY syncflow_stage_messages ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_COPY_TYPES)
+        if not info.get(stage.table):
+            cur.execute(stage.ddl)  # inside this transaction: not remembered, it may roll back
+        elif info.get(stage.txn_key) == txn:
+            cur.execute(f"TRUNCATE {stage.table}")  # a second batch in one transaction
+        info[stage.txn_key] = txn
+        with cur.copy(f"COPY {stage.table} ({', '.join(stage.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(stage.types))
             for row in rows:
                 copy.write_row(row)
         cur.execute(
-            _UPSERT, {"instance_id": instance_id, "session_id": session_id, "now": utcnow().replace(tzinfo=None)}
+            stage.upsert, {"instance_id": instance_id, "session_id": session_id, "now": utcnow().replace(tzinfo=None)}
         )
         created, updated = cur.fetchone()  # type: ignore[misc]
     return int(created), int(updated)
 
 
 def _apply_generic(
-    session: Connection, instance_id: int, rows: list[MessageRow], session_id: str | None
+    session: Connection,
+    instance_id: int,
+    rows: list[MessageRow],
+    session_id: str | None,
+    columns: tuple[str, ...] = COLUMNS,
 ) -> tuple[int, int]:
     table = Message.__table__
+    data_columns = columns[1:]
     ids = [r[0] for r in rows]
     existing: dict[str, tuple[Any, ...]] = {}
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
         for found in session.execute(
-            select(table.c.message_id, *[table.c[c] for c in _DATA_COLUMNS]).where(
+            select(table.c.message_id, *[table.c[c] for c in data_columns]).where(
                 table.c.instance_id == instance_id, table.c.message_id.in_(chunk)
             )
         ):
@@ -153,11 +209,11 @@ def _apply_generic(
     for row in rows:
         old = existing.get(row[0])
         if old is None:
-            values = dict(zip(COLUMNS, row, strict=True))
+            values = dict(zip(columns, row, strict=True))
             values.update(instance_id=instance_id, session_id=session_id, synced_at=now)
             inserts.append(values)
         elif old != tuple(row[1:]):
-            values = {f"v_{c}": v for c, v in zip(_DATA_COLUMNS, row[1:], strict=True)}
+            values = {f"v_{c}": v for c, v in zip(data_columns, row[1:], strict=True)}
             values.update(b_message_id=row[0], v_session_id=session_id, v_synced_at=now)
             updates.append(values)
     if inserts:
@@ -166,7 +222,9 @@ def _apply_generic(
         session.execute(
             update(table)
             .where(table.c.instance_id == instance_id, table.c.message_id == bindparam("b_message_id"))
-            .values({c: bindparam(f"v_{c}") for c in (*_DATA_COLUMNS, "session_id", "synced_at")}),
+            .values(
+                {c: bindparam(f"v_{c}", type_=table.c[c].type) for c in (*data_columns, "session_id", "synced_at")}
+            ),
             updates,
         )
     return len(inserts), len(updates)
@@ -176,4 +234,13 @@ def count_messages(session: Session, *, instance_id: int) -> int:
     return session.scalar(select(func.count()).select_from(Message).where(Message.instance_id == instance_id)) or 0
 
 
-__all__ = ["COLUMNS", "MessageRow", "apply_message_batch", "count_messages", "prepare"]
+__all__ = [
+    "COLUMNS",
+    "EXTENDED_COLUMNS",
+    "EXTRA_COLUMNS",
+    "MessageRow",
+    "apply_message_batch",
+    "columns_of",
+    "count_messages",
+    "prepare",
+]

@@ -185,6 +185,8 @@ class Instance(Base):
     categories: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default=true())
     description: Mapped[str | None] = mapped_column(Text)
+    # Non-secret per-kind settings (telegram: {"chat_id": ..., "account": ..., what discovery saw}).
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -468,3 +470,22 @@ class CategoryPause(Base):
     paused_deployments: Mapped[list[str]] = mapped_column(JSONType, nullable=False, default=list)
     resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = _updated()
+
+
+class AccountLease(Base):
+    """One slot of an account's cross-process limit (Telegram: one process per session).
+
+    A process holds a slot (``owner``) while its connection to the account is open, renews
+    ``expires_at`` while it uses it and clears ``owner`` when it disconnects; a killed holder's
+    lease runs out by itself. See ``syncflow.engine.account_lease``.
+    """
+
+    __tablename__ = "account_leases"
+    __table_args__ = (UniqueConstraint("account", "slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(255), nullable=False)
+    slot: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    acquired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

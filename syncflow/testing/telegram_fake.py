@@ -17,6 +17,15 @@ and each client's ``calls``): ``(name, kwargs)`` with entity arguments logged as
 marked peer id, e.g. ``("iter_messages", {"entity": -1001, "min_id": 5, "max_id": 0,
 "reverse": True, "limit": 100})``.
 
+Across processes (the flows' subprocess tests): :meth:`FakeTelegram.save` pickles the
+world to a file; a process whose ``SYNCFLOW_TELEGRAM_CLIENT_FACTORY`` is
+``syncflow.testing.telegram_fake:env_client_factory`` builds its clients on the world
+:meth:`installed <FakeTelegram.install>` in it, else on the one saved at
+``$SYNCFLOW_TELEGRAM_FAKE_WORLD``. Every call is also stamped (wall time, pid) in
+:attr:`FakeTelegram.timeline` and, when :attr:`FakeTelegram.log_path` is set, appended to
+that file as a JSON line, so a test reads what several processes did and when.
+:attr:`FakeTelegram.latency` delays every ``iter_messages`` page (a slow network).
+
 Faithful details: message ids are allocated like Telegram's (one counter per account for
 private chats and basic groups, one per channel); ``min_id``/``max_id`` are exclusive; a
 fault on an iterator is raised when it is first iterated (Telethon sends the request
@@ -29,11 +38,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import itertools
+import json
+import os
+import pickle
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from telethon import errors as tg_errors  # type: ignore[import-untyped]
 from telethon import utils as tg_utils
@@ -401,12 +416,60 @@ class FakeTelegram:
     ``login``); :attr:`factory_calls` counts how many clients were built.
     """
 
+    installed: ClassVar[FakeTelegram | None] = None
+    """The world :func:`env_client_factory` uses in this process (see :meth:`install`)."""
+
     def __init__(self) -> None:
         self.accounts: dict[str, FakeAccount] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.timeline: list[tuple[float, int, str, dict[str, Any]]] = []
         self.clients: list[FakeTelegramClient] = []
         self._faults: list[_Fault] = []
         self._user_ids = itertools.count(1000)
+        self.latency = 0.0
+        self.log_path: str | None = None
+
+    # ------------------------------------------------------------ processes
+
+    def install(self) -> FakeTelegram:
+        """Make this the world :func:`env_client_factory` builds clients on, in this process."""
+        FakeTelegram.installed = self
+        return self
+
+    @classmethod
+    def uninstall(cls) -> None:
+        cls.installed = None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Pickle the world (accounts, chats, messages, queued faults; not the logs) to ``path``."""
+        tmp = Path(f"{path}.tmp")
+        tmp.write_bytes(pickle.dumps(self))
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> FakeTelegram:
+        world = pickle.loads(Path(path).read_bytes())
+        assert isinstance(world, FakeTelegram)
+        return world
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(calls=[], timeline=[], clients=[], _user_ids=next(self._user_ids))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_user_ids"] = itertools.count(state["_user_ids"])
+        self.__dict__.update(state)
+
+    def record(self, name: str, kwargs: dict[str, Any]) -> None:
+        """Log one call: :attr:`calls`, :attr:`timeline` and the :attr:`log_path` file."""
+        entry = (time.time(), os.getpid(), name, kwargs)
+        self.calls.append((name, kwargs))
+        self.timeline.append(entry)
+        if self.log_path:
+            line = json.dumps({"t": entry[0], "pid": entry[1], "call": name, "kwargs": kwargs}, default=str) + "\n"
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line)
 
     @property
     def factory_calls(self) -> int:
@@ -467,11 +530,11 @@ class FakeTelegram:
         error: Callable[..., BaseException] = tg_errors.FloodWaitError,
     ) -> None:
         """A FloodWait (or FloodPremiumWait / SlowModeWait) of ``seconds`` on the next ``times`` calls."""
-        self.fail_next(lambda: error(request=None, capture=seconds), times=times, calls=calls)
+        self.fail_next(functools.partial(error, request=None, capture=seconds), times=times, calls=calls)
 
     def network_error(self, *, times: int = 1, calls: Iterable[str] | None = None) -> None:
         """A dropped connection (``ConnectionError``) on the next ``times`` calls."""
-        self.fail_next(lambda: ConnectionError("Connection reset by peer"), times=times, calls=calls)
+        self.fail_next(functools.partial(ConnectionError, "Connection reset by peer"), times=times, calls=calls)
 
     def pending_faults(self) -> int:
         """How many fault occurrences are still queued."""
@@ -512,9 +575,8 @@ class FakeTelegramClient:
     # ---------------------------------------------------------------- plumbing
 
     def _log(self, name: str, **kwargs: Any) -> None:
-        entry = (name, kwargs)
-        self.calls.append(entry)
-        self.world.calls.append(entry)
+        self.calls.append((name, kwargs))
+        self.world.record(name, kwargs)
 
     def _enter(self, name: str, chat: int | None = None, *, needs_auth: bool = True) -> FakeAccount | None:
         """Checks every call goes through, in Telethon's order: fault, connection, authorisation."""
@@ -613,6 +675,8 @@ class FakeTelegramClient:
         account = self._enter("iter_messages", chat_id)
         assert account is not None
         chat = self._chat(account, chat_id, "iter_messages")
+        if self.world.latency:
+            await asyncio.sleep(self.world.latency)
         ids = sorted((i for i in chat.messages if i > min_id and (not max_id or i < max_id)), reverse=not reverse)
         for i in ids if limit is None else ids[:limit]:
             yield chat.messages[i]
@@ -656,6 +720,26 @@ class FakeTelegramClient:
         return account.user
 
 
+_env_world: tuple[str, int, FakeTelegram] | None = None
+
+
+def env_client_factory(account: Any) -> FakeTelegramClient:
+    """A ``client_factory`` for ``SYNCFLOW_TELEGRAM_CLIENT_FACTORY``: a client on the world
+    installed in this process, else on the one saved at ``$SYNCFLOW_TELEGRAM_FAKE_WORLD``
+    (reloaded when the file changes)."""
+    global _env_world
+    world = FakeTelegram.installed
+    if world is None:
+        path = os.environ.get("SYNCFLOW_TELEGRAM_FAKE_WORLD")
+        if not path:
+            raise RuntimeError("no fake Telegram world: install one or set SYNCFLOW_TELEGRAM_FAKE_WORLD")
+        mtime = os.stat(path).st_mtime_ns
+        if _env_world is None or _env_world[:2] != (path, mtime):
+            _env_world = (path, mtime, FakeTelegram.load(path))
+        world = _env_world[2]
+    return world.client_factory(account)
+
+
 def _not_found(chat_id: int) -> ValueError:
     real, cls = tg_utils.resolve_id(chat_id)
     peer = cls(real)
@@ -675,6 +759,7 @@ __all__ = [
     "animation_media",
     "audio_media",
     "document_media",
+    "env_client_factory",
     "file_media",
     "photo_media",
     "sticker_media",

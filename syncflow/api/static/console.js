@@ -7,7 +7,7 @@
   const TOKEN_KEY = "syncflow.console.token";
   const PAGE = 25;
   const DETAIL = $("detail");  // kept: it moves in and out of the sessions table
-  const state = { offset: 0, total: 0, detail: null, instances: [], window: "7d", openRecords: new Set(), checks: new Map() };
+  const state = { offset: 0, total: 0, detail: null, instances: [], shown: [], selected: new Set(), window: "7d", openRecords: new Set(), checks: new Map() };
 
   // ------------------------------------------------------------------ helpers
   function el(tag, attrs, ...children) {
@@ -375,7 +375,7 @@
     const open = state.openRecords.has(r.id);
     const label = (open ? "▾ " : "▸ ") + (ch.total ? `${fmtNum(ch.total)} change${ch.total === 1 ? "" : "s"}` : "details");
     return el("tr", { class: "record-row" + (open ? " open" : ""), dataset: { instance: r.instance_name, status: r.status, recordId: r.id, changes: ch.total } },
-      el("td", {}, r.instance_name), el("td", { class: "status" }, badge(r.status)),
+      el("td", {}, r.instance_name, r.title ? el("div", { class: "muted chat-title" }, r.title) : null), el("td", { class: "status" }, badge(r.status)),
       el("td", { class: "num synced" }, fmtNum(r.items_synced)), el("td", { class: "num" }, fmtNum(r.items_created)),
       el("td", { class: "num" }, fmtNum(r.items_updated)), el("td", { class: "num" }, fmtNum(r.items_unchanged)),
       el("td", { class: "num" }, fmtNum(r.items_deleted)), el("td", {}, fmtDur(r.duration_seconds)),
@@ -443,29 +443,80 @@
 
   // ------------------------------------------------------------------ manual batch form
   function mode() { return document.querySelector("input[name=mode]:checked").value; }
+  // The instances shown: the API's answer for the category and the filters (kind, account,
+  // chat type, text in the name / chat title); the selection survives filter changes.
+  function filterQuery() {
+    const q = new URLSearchParams({ category: $("batch-category").value });
+    for (const [id, key] of [["batch-kind", "kind"], ["batch-account", "account"], ["batch-chat-type", "type"]]) {
+      if ($(id).value && !$(id).hidden) q.set(key, $(id).value);
+    }
+    const text = $("batch-search").value.trim();
+    if (text) q.set("q", text);
+    return q.toString();
+  }
+  function renderFilters() {
+    const kinds = [...new Set(state.instances.map((i) => i.kind))].sort();
+    const accounts = [...new Set(state.instances.filter((i) => i.account).map((i) => i.account))].sort();
+    const keep = (id, values, label) => {
+      const cur = $(id).value;
+      $(id).replaceChildren(el("option", { value: "" }, label), ...values.map((v) => el("option", { value: v }, v)));
+      if (values.includes(cur)) $(id).value = cur;
+    };
+    keep("batch-kind", kinds, "any kind");
+    keep("batch-account", accounts, "any account");
+    const chats = accounts.length > 0 && (!$("batch-kind").value || $("batch-kind").value === "telegram");
+    $("batch-account").hidden = !chats;
+    $("batch-chat-type").hidden = !chats;
+  }
   function renderInstances() {
     const cat = $("batch-category").value;
-    const list = state.instances.filter((i) => i.categories.includes(cat));
+    const list = state.shown;
     $("batch-instances").replaceChildren(...(list.length ? list.map((i) =>
-      el("label", { class: "inline" + (i.enabled ? "" : " muted") },
-        el("input", { type: "checkbox", name: "instance", value: i.name, disabled: !i.enabled }),
-        " " + i.name, el("span", { class: "muted" }, ` ${i.kind}${i.tags.length ? " [" + i.tags.join(", ") + "]" : ""}`)))
-      : [el("span", { class: "muted" }, "no instance supports " + cat)]));
+      el("label", { class: "inline" + (i.enabled ? "" : " muted"), dataset: { kind: i.kind } },
+        el("input", { type: "checkbox", name: "instance", value: i.name, disabled: !i.enabled, checked: state.selected.has(i.name),
+                      onchange: (ev) => { if (ev.target.checked) state.selected.add(i.name); else state.selected.delete(i.name); countSelected(); } }),
+        " " + i.name, i.title ? el("span", { class: "title" }, " " + i.title) : null,
+        el("span", { class: "muted" }, ` ${i.chat_type ? i.chat_type + " · " : ""}${i.kind}${i.tags.length ? " [" + i.tags.join(", ") + "]" : ""}`)))
+      : [el("span", { class: "muted" }, "no instance supports " + cat + (filterQuery().includes("&") ? " with these filters" : ""))]));
     $("batch-instances").hidden = mode() !== "names";
+    $("batch-filter").hidden = mode() !== "names";
     $("batch-tags").hidden = mode() !== "tags";
+    countSelected();
+  }
+  function countSelected() {
+    const cat = $("batch-category").value;
+    const n = selectedFor(cat).length;
+    $("batch-count").textContent = `${state.shown.length} shown · ${n} selected`;
+  }
+  function selectedFor(cat) {
+    const ok = new Set(state.instances.filter((i) => i.enabled && i.categories.includes(cat)).map((i) => i.name));
+    return [...state.selected].filter((n) => ok.has(n));
+  }
+  async function loadShown() {
+    state.shown = await api("GET", CFG.api + "/instances?" + filterQuery());
+    renderInstances();
   }
   async function loadInstances() {
     state.instances = await api("GET", CFG.api + "/instances");
-    renderInstances();
+    renderFilters();
     renderInstancePanel();
+    await loadShown();
   }
-  $("batch-category").addEventListener("change", renderInstances);
+  let searchTimer = null;
+  $("batch-search").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => loadShown().catch(showError), 250); });
+  $("batch-kind").addEventListener("change", () => { renderFilters(); loadShown().catch(showError); });
+  for (const id of ["batch-account", "batch-chat-type", "batch-category"]) $(id).addEventListener("change", () => loadShown().catch(showError));
+  $("batch-select-shown").addEventListener("click", () => { for (const i of state.shown) if (i.enabled) state.selected.add(i.name); renderInstances(); });
+  $("batch-clear").addEventListener("click", () => { state.selected.clear(); renderInstances(); });
   for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", renderInstances);
   $("batch-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (needToken()) return;
     const body = { category: $("batch-category").value, created_by: $("batch-created-by").value.trim() || null };
-    if (mode() === "names") body.instances = [...document.querySelectorAll("#batch-instances input:checked")].map((c) => c.value);
+    if (mode() === "names") {
+      body.instances = selectedFor(body.category);
+      if (!body.instances.length) { flash("pick at least one instance that supports " + body.category, "error"); return; }
+    }
     else if (mode() === "tags") body.tags = $("batch-tags").value.split(",").map((t) => t.trim()).filter(Boolean);
     else body.all = true;
     const pr = $("batch-priorities").value.trim();
