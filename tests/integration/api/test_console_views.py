@@ -3,6 +3,7 @@ changed, the Prefect UI link and the root redirect (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from syncflow.api import ApiSettings, create_app
 from syncflow.store import sessions as book
 from syncflow.store.db import session_scope
+from syncflow.store.models import utcnow
 from syncflow.store.sessions import ItemCounts
 from tests.integration.api.conftest import Store
 
@@ -49,11 +51,12 @@ async def test_a_running_session_has_done_expected_rate_and_eta(client: httpx.As
     for n in ("a", "b"):
         store.instance(n)
     sid = store.session(["a", "b"], outcome={"a": "completed", "b": "running"}, items=400)
+    store.move(sid, utcnow() - dt.timedelta(seconds=40), 10)  # "b" has run 40 s: 10 items/s
     s = (await client.get(f"{API}/sessions/{sid}")).json()
     rec = {r["instance_name"]: r for r in s["records"]}
     p = rec["b"]["progress"]  # batches 2, 400 synced, 400 remaining
     assert p["expected"] == 800 and p["percent"] == 50.0
-    assert p["rate_per_second"] > 0 and p["eta_seconds"] is not None and p["eta_seconds"] > 0
+    assert 9 < p["rate_per_second"] <= 10 and p["eta_seconds"] is not None and 39 < p["eta_seconds"] <= 41
     assert rec["a"]["progress"] is None
     sp = s["progress"]
     assert (sp["instances_done"], sp["instances_total"], sp["items_synced"], sp["expected"]) == (1, 2, 800, 1200)
