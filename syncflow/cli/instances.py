@@ -311,7 +311,7 @@ def instances_remove(
         out.fail(f"instance {name!r} not removed")
     with out.store() as session:
         done = retire_instance(session, name=name, purge=purge_data)
-    payload = {"name": done.name, "retired": True, "purged": done.purged if purge_data else None}
+    payload = {"name": done.name, "removed": True, "retired": True, "purged": done.purged if purge_data else None}
 
     def human(p: dict[str, Any]) -> str:
         text = f"retired instance {p['name']!r}: its sessions and records stay"

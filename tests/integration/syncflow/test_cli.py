@@ -227,25 +227,20 @@ def test_instances_add_list_show_enable_disable_remove(run: Cli) -> None:
     # remove: asks first, refusing keeps the instance
     refused = run("instances", "remove", "im-1", input="n\n")
     assert refused.exit_code == 1
-    assert "all data synced from it" in refused.output
+    assert "Retire instance 'im-1'" in refused.output
     assert refused.stderr.endswith("error: instance 'im-1' not removed\n")
     assert [i["name"] for i in run.json("instances", "list")] == ["db-1", "im-1"]
-    assert "removed instance 'im-1'" in run.ok("instances", "remove", "im-1", input="y\n").stdout
-    assert run.json("instances", "remove", "db-1", "--yes") == {"name": "db-1", "removed": True}
+    assert "retired instance 'im-1'" in run.ok("instances", "remove", "im-1", input="y\n").stdout
+    assert run.json("instances", "remove", "db-1", "--yes") == {
+        "name": "db-1",
+        "removed": True,
+        "retired": True,
+        "purged": None,
+    }
     assert run.json("instances", "list") == []
-
-
-def test_remove_cascades_to_records(run: Cli) -> None:
-    _add_instances(run, ["im-1", "--kind", "http-seq"], ["im-2", "--kind", "http-seq"])
-    engine = make_engine(run.url)
-    try:
-        sid = _session(engine, {"im-1": "completed", "im-2": "failed"})
-        run.ok("instances", "remove", "im-1", "--yes")
-        with session_scope(engine) as s:
-            names = s.scalars(select(SyncInstanceRecord.instance_name).where(SyncInstanceRecord.session_id == sid))
-            assert list(names) == ["im-2"]
-    finally:
-        engine.dispose()
+    retired = run.json("instances", "list", "--retired")
+    assert [i["name"] for i in retired] == ["db-1", "im-1"] and all(i["retired_at"] for i in retired)
+    assert [i["name"] for i in run.json("instances", "list", "--all")] == ["db-1", "im-1"]
 
 
 def test_a_kind_without_a_source_is_refused_up_front(run: Cli) -> None:
