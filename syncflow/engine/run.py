@@ -24,6 +24,7 @@ from syncflow.store.db import get_engine, session_scope
 from syncflow.store.instances import retired_note
 from syncflow.store.models import (
     Instance,
+    InstanceKind,
     ItemStatus,
     RecordStatus,
     SessionStatus,
@@ -93,6 +94,7 @@ def begin_instance_sync(
         try:  # a bad option, or a kind that cannot sync this category, fails the record: it never runs
             if inst.retired_at is not None:
                 raise ConfigError(retired_note(inst))
+            check_shared_block(s, inst)
             opts = SyncOptions.parse(merged, instance=inst.name)
             source_kind(inst.kind).check(rec.sync_category, instance=inst.name)
         except ConfigError as exc:
@@ -135,6 +137,25 @@ def begin_instance_sync(
         return Skipped(record_id=record_id, reason=reason)
     start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (state.last_seq or 0)
     return replace(run, start_seq=max(start, 0), options=asdict(opts))
+
+
+def check_shared_block(s: Session, inst: Instance) -> None:
+    """ConfigError when an instance without a block key (registered before keys, or with
+    --block) shares its block with another live instance: one's rows would land under the
+    other (two names that once mapped to one block name, ``coll`` and ``COLL``)."""
+    if inst.block_binding is not None or not inst.block_name or inst.kind == InstanceKind.TELEGRAM:
+        return
+    other = s.scalar(
+        select(Instance.name)
+        .where(Instance.block_name == inst.block_name, Instance.id != inst.id, Instance.retired_at.is_(None))
+        .limit(1)
+    )
+    if other is not None:
+        raise ConfigError(
+            f"instance {inst.name}: its block {inst.block_name!r} is also the connection of instance {other!r}: "
+            "refusing to sync (one instance's rows would land under the other); re-register them with "
+            "`syncflow instances add NAME --url ...` (each gets a block of its own) and remove these"
+        )
 
 
 def describe_holder(s: Session, *, instance_id: int, instance_name: str, category: str) -> str:
@@ -235,6 +256,7 @@ __all__ = [
     "begin_instance_sync",
     "cancel_reason",
     "cancel_reason_of",
+    "check_shared_block",
     "describe_holder",
     "finish_instance_sync",
     "should_stop",
