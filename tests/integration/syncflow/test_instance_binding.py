@@ -5,14 +5,18 @@ a running sync."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from syncflow.engine.run import begin_instance_sync
 from syncflow.errors import AlreadyExistsError, ConfigError
 from syncflow.store import instances as inst_svc
 from syncflow.store import sessions as book
-from syncflow.store.db import session_scope
+from syncflow.store.db import make_engine, session_scope
+from syncflow.store.migrations import upgrade
 from syncflow.store.models import Instance, Message, SyncConfigItem, SyncInstanceRecord
 from syncflow.store.retirement import retire_instance
 from syncflow.store.sync_state import acquire_lock
@@ -82,3 +86,39 @@ def test_a_retired_instance_never_runs_and_retiring_waits_for_a_running_sync(eng
     with session_scope(engine) as s:
         assert s.scalar(select(func.count()).select_from(Message)) == 0
         assert s.scalar(select(func.count()).select_from(SyncInstanceRecord)) == 1  # history stays
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migration_0008_keeps_existing_records_and_makes_them_restrict(
+    backend: str, tmp_path: Any, pg_databases: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else pg_databases.create("mig0008")
+    eng = make_engine(url)
+    try:
+        upgrade(eng, "0006")
+        with eng.begin() as conn:
+            conn.execute(
+                text("INSERT INTO instances (name, kind, tags, categories) VALUES ('old', 'http-seq', '[]', '[]')")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sync_sessions (session_id, sync_type, sync_category, status, total_instances,"
+                    " successful_instances) VALUES ('s-1', 'manual_batch', 'messages', 'completed', 1, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sync_instance_records (session_id, instance_id, instance_name, sync_category,"
+                    " status, items_synced) SELECT 's-1', id, 'old', 'messages', 'completed', 42 FROM instances"
+                )
+            )
+        upgrade(eng)
+        with eng.connect() as conn:
+            row = conn.execute(text("SELECT instance_name, status, items_synced FROM sync_instance_records")).one()
+            assert tuple(row) == ("old", "completed", 42)
+        with pytest.raises(IntegrityError), eng.begin() as conn:
+            conn.execute(text("DELETE FROM instances WHERE name = 'old'"))
+        with eng.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM sync_instance_records")) == 1
+    finally:
+        eng.dispose()
