@@ -44,14 +44,30 @@ class Opened:
     source: Source
     policy: ReadPolicy
     describe: str
+    binding: str | None = None  # the block's instance key (blocks syncflow made for one instance)
 
 
 _opened: dict[str, Opened] = {}
 _lock = threading.Lock()
 
 
-async def load_block(kind: str, block_name: str | None, instance: str) -> Any:
-    """The block holding ``instance``'s connection (ConfigError naming what to do when missing)."""
+def check_binding(instance: str, block_name: str | None, expected: str | None, found: str | None) -> None:
+    """ConfigError unless the block is the one ``instance`` was registered with: an instance
+    registered with a block syncflow made (``expected``, its ``block_binding``) only syncs from a
+    block carrying that key — never from another instance's connection."""
+    if expected is None or found == expected:
+        return
+    what = f"the key of another instance ({found[:12]}...)" if found else "no instance key"
+    raise ConfigError(
+        f"instance {instance}: block {block_name!r} is not the one it was registered with (it carries {what}, "
+        f"the instance expects {expected[:12]}...): refusing to sync; re-register the instance "
+        "(syncflow instances remove, then add it under a new name)"
+    )
+
+
+async def load_block(kind: str, block_name: str | None, instance: str, binding: str | None = None) -> Any:
+    """The block holding ``instance``'s connection (ConfigError naming what to do when missing,
+    or when ``binding`` is given and the block carries another key: :func:`check_binding`)."""
     source_kind(kind)
     block_type = BLOCK_TYPES.get(kind)
     if block_type is None:
@@ -59,24 +75,36 @@ async def load_block(kind: str, block_name: str | None, instance: str) -> Any:
     if not block_name:
         raise ConfigError(f"instance {instance} has no connection block ({HINTS.get(kind, '--block NAME')})")
     try:
-        return await block_type.aload(block_name)
+        block = await block_type.aload(block_name)
     except ValueError as exc:
         raise ConfigError(f"instance {instance}: cannot load {kind} block {block_name!r}: {exc}") from None
+    check_binding(instance, block_name, binding, getattr(block, "binding", None))
+    return block
 
 
-async def open_source(kind: str, block_name: str | None, instance: str, config: dict[str, Any] | None = None) -> Opened:
+async def open_source(
+    kind: str,
+    block_name: str | None,
+    instance: str,
+    config: dict[str, Any] | None = None,
+    binding: str | None = None,
+) -> Opened:
     """The open source of ``instance`` in this process (opened on first use, then reused).
 
     ``config`` is the instance's non-secret settings (a Telegram chat's id): instances that
-    share a block but differ in config (the chats of one account) get a source each."""
+    share a block but differ in config (the chats of one account) get a source each.
+    ``binding``: the instance's ``block_binding``; a block carrying another key is refused."""
     key = f"{kind}:{block_name}" + (f":{json.dumps(config, sort_keys=True, default=str)}" if config else "")
     with _lock:
         cached = _opened.get(key)
     if cached is not None:
+        check_binding(instance, block_name, binding, cached.binding)
         return cached
-    block = await load_block(kind, block_name, instance)
+    block = await load_block(kind, block_name, instance, binding)
     source = block.open_source(instance, config) if config else block.open_source(instance)
-    opened = Opened(source=source, policy=block.read_policy(), describe=block.describe())
+    opened = Opened(
+        source=source, policy=block.read_policy(), describe=block.describe(), binding=getattr(block, "binding", None)
+    )
     with _lock:
         _opened.setdefault(key, opened)
         return _opened[key]
@@ -90,4 +118,4 @@ def forget_sources() -> None:
         _opened.clear()
 
 
-__all__ = ["BLOCK_TYPES", "Opened", "forget_sources", "load_block", "open_source"]
+__all__ = ["BLOCK_TYPES", "Opened", "check_binding", "forget_sources", "load_block", "open_source"]

@@ -51,6 +51,11 @@ class DatabaseInstance(Block):
     backoff_multiplier: float = Field(default=2.0, ge=1, description="Each retry waits this much longer.")
     max_delay: float = Field(default=60.0, ge=0, description="No wait is longer than this.")
     jitter: float = Field(default=0.5, ge=0, le=1, description="Random spread, as a fraction of the delay.")
+    binding: str | None = Field(
+        default=None,
+        description="Set by syncflow: the key of the instance this block was made for. A sync refuses "
+        "a block whose key is not its instance's (keep it when editing the block).",
+    )
 
     @field_validator("host", "user")
     @classmethod

@@ -5,8 +5,10 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from syncflow.errors import ConfigError
 from syncflow.sources.base import ReadPolicy
 from syncflow.sources.http_seq import SeqHttpClient
+from syncflow.validation import check_url
 
 
 class SeqHttpInstance(Block):
@@ -25,12 +27,18 @@ class SeqHttpInstance(Block):
     backoff_multiplier: float = Field(default=2.0, ge=1)
     max_delay: float = Field(default=60.0, ge=0)
     jitter: float = Field(default=0.5, ge=0, le=1)
+    binding: str | None = Field(
+        default=None,
+        description="Set by syncflow: the key of the instance this block was made for. A sync refuses "
+        "a block whose key is not its instance's (keep it when editing the block).",
+    )
 
     @model_validator(mode="after")
     def _check_url(self) -> SeqHttpInstance:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, not {self.base_url!r}")
-        self.base_url = self.base_url.rstrip("/")
+        try:
+            self.base_url = check_url(self.base_url, field="base_url")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def read_policy(self) -> ReadPolicy:

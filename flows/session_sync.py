@@ -85,6 +85,7 @@ async def sync_session(
             options=options,
             flow_run_id=flow_run_runtime.id,
             session_id=session_id,
+            metadata_session_id=metadata_session,
         )
     if limit["reset_slots"]:
         logger.warning("%s: released %d stale slot(s) of dead holders", limit["name"], limit["reset_slots"])

@@ -119,6 +119,9 @@ class SessionView(BaseModel):
     total_instances: int
     successful_instances: int
     failed_instances: int
+    skipped_instances: int = Field(
+        default=0, description="Records skipped because another sync held the instance (their error_message names it)."
+    )
     record_counts: dict[str, int] = Field(description="Records by status (pending, running, completed, ...).")
     items_synced: int = Field(description="Items synced by all records so far.")
     created_by: str | None
@@ -129,11 +132,30 @@ class SessionView(BaseModel):
     updated_at: dt.datetime
 
 
+class MetadataRefresh(BaseModel):
+    """The metadata session a messages session ran first (the seed's rule), in short."""
+
+    session_id: str
+    status: SessionStatusName
+    total_instances: int
+    failed_instances: int
+    failed: list[str] = Field(description="Names of the instances whose metadata failed.")
+    errors: list[str] = Field(description="Their error messages, in the same order.")
+
+
 class SessionDetailView(SessionView):
     """A session and its records, highest priority first."""
 
     records: list[RecordView]
     progress: SessionProgress | None = Field(default=None, description="Set while the session is running.")
+    metadata_session: MetadataRefresh | None = Field(
+        default=None, description="messages: the metadata session it ran first (None: it ran none)."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What went wrong around the session without failing it, in words (e.g. its metadata "
+        "session failed for some instances).",
+    )
 
 
 class ChangeEntry(BaseModel):
@@ -311,6 +333,7 @@ def _session_fields(
         "total_instances": row.total_instances,
         "successful_instances": row.successful_instances,
         "failed_instances": row.failed_instances,
+        "skipped_instances": int(record_counts.get("skipped", 0)),
         "record_counts": dict(record_counts),
         "items_synced": items_synced,
         "created_by": row.created_by,
@@ -346,11 +369,42 @@ def session_detail_view(
     now = now or utcnow()
     records = sorted(row.records, key=lambda r: (-r.priority, r.instance_name or "", r.id))
     views = [record_view(r, now, (titles or {}).get(r.instance_id)) for r in records]
+    refresh = metadata_refresh(row.metadata_session)
     return SessionDetailView(
         **_session_fields(row, counts, sum(r.items_synced for r in row.records), short_id),
         records=views,
         progress=measure_session_progress(views) if row.status == SessionStatus.RUNNING else None,
+        metadata_session=refresh,
+        warnings=metadata_warnings(refresh),
     )
+
+
+def metadata_refresh(row: SyncSession | None) -> MetadataRefresh | None:
+    """The short view of a messages session's metadata session (``SyncSession.metadata_session``)."""
+    if row is None:
+        return None
+    failed = sorted((r for r in row.records if r.status == RecordStatus.FAILED), key=lambda r: r.instance_name or "")
+    return MetadataRefresh(
+        session_id=row.session_id,
+        status=row.status,  # type: ignore[arg-type]
+        total_instances=row.total_instances,
+        failed_instances=row.failed_instances,
+        failed=[r.instance_name or str(r.instance_id) for r in failed],
+        errors=[r.error_message or "failed" for r in failed],
+    )
+
+
+def metadata_warnings(refresh: MetadataRefresh | None) -> list[str]:
+    """The warning lines of a metadata session that did not complete (none when it did)."""
+    if refresh is None or refresh.status in ("completed", "running"):
+        return []
+    head = (
+        f"metadata session {refresh.session_id} run first {refresh.status}: "
+        f"{refresh.failed_instances} of {refresh.total_instances} instance(s) failed"
+    )
+    if refresh.failed:
+        head += f" ({', '.join(refresh.failed)}); their messages were synced against older metadata"
+    return [head] + [f"metadata of {n}: {e}" for n, e in zip(refresh.failed, refresh.errors, strict=True)]
 
 
 __all__ = [
@@ -358,6 +412,7 @@ __all__ = [
     "CategoryName",
     "ChangeEntry",
     "ChangesPage",
+    "MetadataRefresh",
     "Progress",
     "RecordStatusName",
     "RecordView",
@@ -369,6 +424,8 @@ __all__ = [
     "change_entry",
     "measure_progress",
     "measure_session_progress",
+    "metadata_refresh",
+    "metadata_warnings",
     "record_view",
     "session_detail_view",
     "session_view",

@@ -79,7 +79,7 @@ class ReadPlan:
 
 @task(name="plan-read", cache_policy=NO_CACHE)
 async def plan_read(run: engine.InstanceRun) -> ReadPlan:
-    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config)
+    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     p = opened.policy
     return ReadPlan(
         batch_size=run.opts.batch_size or p.batch_size or 500,
@@ -104,7 +104,7 @@ async def sync_batches(run: engine.InstanceRun, count: int, max_batches: int, ma
     A retry resumes after the last committed page and stops after its first page: the next
     chunk is a new task run with the whole retry budget, so every fetch gets the block's
     max_retries, however long the sync."""
-    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config)
+    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     attempt = task_run_runtime.get_run_count()
     batches = 1 if attempt > 1 else max_batches
     try:
@@ -128,7 +128,7 @@ class Snapshot:
 async def read_snapshot(run: engine.InstanceRun, max_delay: float = 60) -> Snapshot:
     """Everything the source has for ``run.category`` now. A :class:`SyncError` leaves with
     ``attempts``: how many times this read ran (for the record's details)."""
-    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config)
+    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     attempt = task_run_runtime.get_run_count()
     try:
         items = await asyncio.to_thread(opened.source.read_snapshot, run.category)

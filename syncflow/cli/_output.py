@@ -347,6 +347,7 @@ def instance_payload(inst: Instance) -> dict[str, Any]:
         "block_name": inst.block_name,
         "description": inst.description,
         "config": inst.config,
+        "retired_at": inst.retired_at,
         "created_at": inst.created_at,
         "updated_at": inst.updated_at,
     }

@@ -18,12 +18,14 @@ from typing import Annotated
 import typer
 
 from syncflow.cli import _output as out
-from syncflow.cli.sync import run_session, save_seq_block
+from syncflow.cli.sync import new_binding, run_session, save_seq_block
 from syncflow.errors import NotFoundError
 from syncflow.names import limit_name
 from syncflow.store import instances as inst_svc
 from syncflow.store.db import get_engine, session_scope
 from syncflow.store.migrations import upgrade
+from syncflow.store.models import Instance
+from syncflow.store.retirement import purge_data
 from syncflow.testing.seqserver import SeqServer
 
 LATENCY = 0.25  # seconds per request: a remote server's round trip, so instance syncs overlap visibly
@@ -33,20 +35,30 @@ DEMO_TAG = "demo"
 
 
 def _register(servers: dict[str, SeqServer]) -> None:
-    """(Re)create the demo instances, pointing at this run's servers (new ports each run)."""
+    """Point the demo instances at this run's servers (new ports each run). An instance of an
+    earlier run is kept — its past sessions stay — with its synced data and cursor purged, so
+    the first session is a first sync again."""
     for name, server in servers.items():
         with session_scope() as s:
             try:
-                inst_svc.remove_instance(s, name=name)
+                inst: Instance | None = inst_svc.live_instance(s, name=name)
             except NotFoundError:
-                pass
-        block = save_seq_block(name, url=server.url, token_env=TOKEN_ENV)
+                inst = None
+            if inst is not None:
+                purge_data(s, instance_id=inst.id)
+            binding = (inst.block_binding if inst is not None else None) or new_binding()
+        block = save_seq_block(name, url=server.url, token_env=TOKEN_ENV, binding=binding)
         with session_scope() as s:
+            if inst is not None:
+                row = inst_svc.get_instance(s, name=name)
+                row.block_name, row.block_binding = block, binding
+                continue
             inst_svc.add_instance(
                 s,
                 name=name,
                 kind="http-seq",
                 block_name=block,
+                block_binding=binding,
                 tags=[DEMO_TAG],
                 priority=len(servers) - int(name.rsplit("-", 1)[1]),
                 description="syncflow demo: a reference seq server started by `syncflow demo`",
@@ -117,7 +129,8 @@ def demo(
             server.reset_requests()
             server.append(new)
         typer.echo(f"\n2) {new} new messages per server; messages session again (incremental)")
-        code |= run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        second = run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        code = 1 if 1 in (code, second) else max(code, second)  # the exit statuses of `sync run`
         _show_concurrency()
         for name, server in servers.items():
             asked = [r.last_seq for r in server.requests if r.path.endswith("/messages/sync")]

@@ -11,9 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.cli import _output as out
-from syncflow.errors import AlreadyExistsError
 from syncflow.store import instances as instance_svc
-from syncflow.store.models import Instance, InstanceKind, SyncConfigItem
+from syncflow.store.models import InstanceKind, SyncConfigItem
 
 instances_app = typer.Typer(
     help="Register, list, inspect, enable/disable and remove source instances.", no_args_is_help=True
@@ -87,9 +86,7 @@ def instances_add(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            "--port", min=1, max=65535, help="postgres/mysql: TCP port (default 5432 / 3306).", show_default=False
-        ),
+        typer.Option("--port", help="postgres/mysql: TCP port 1..65535 (default 5432 / 3306).", show_default=False),
     ] = None,
     user: Annotated[
         str | None, typer.Option("--user", metavar="USER", help="postgres/mysql: the login user.", show_default=False)
@@ -137,41 +134,29 @@ def instances_add(
     [--connect-timeout S]` does the same (the password read from $VAR). Any kind may
     instead name an existing block with --block.
     """
-    from syncflow.cli.sync import connection_block
-
-    InstanceKind.parse(kind, what="instance kind")
-    with out.store() as session:
-        if session.scalar(select(Instance.id).where(Instance.name == name.strip())) is not None:
-            raise AlreadyExistsError(f"an instance named {name.strip()!r} exists already")
-    block_name = connection_block(
+    payload = _add(
+        name.strip(),
         kind,
-        instance=name.strip(),
         block=block,
-        url=url,
-        token_env=token_env,
-        host=host,
-        port=port,
-        user=user,
-        password_env=password_env,
-        database=database,
-        tls_mode=tls_mode,
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        batch_size=batch_size,
+        priority=priority,
+        tags=tags,
+        categories=categories,
+        disabled=disabled,
+        description=description,
+        connection={
+            "url": url,
+            "token_env": token_env,
+            "host": host,
+            "port": port,
+            "user": user,
+            "password_env": password_env,
+            "database": database,
+            "tls_mode": tls_mode,
+            "connect_timeout": connect_timeout,
+            "timeout": timeout,
+            "batch_size": batch_size,
+        },
     )
-    with out.store() as session:
-        inst = instance_svc.add_instance(
-            session,
-            name=name,
-            kind=kind,
-            block_name=block_name,
-            priority=priority,
-            tags=tags or (),
-            categories=categories or None,
-            enabled=not disabled,
-            description=description,
-        )
-        payload = out.instance_payload(inst)
     out.render(
         ctx,
         payload,
@@ -198,20 +183,29 @@ def instances_list(
             "--enabled/--disabled", help="Only enabled / only disabled instances (default: both).", show_default=False
         ),
     ] = None,
+    retired: Annotated[
+        bool, typer.Option("--retired", help="Only retired (removed) instances.", show_default=False)
+    ] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Live and retired instances.", show_default=False)] = False,
     _json: out.JsonFlag = False,
 ) -> None:
-    """List instances by name, optionally filtered."""
+    """List instances by name, optionally filtered (retired ones only with --retired or --all)."""
+    which = None if all_ else retired
     with out.store() as session:
-        rows = instance_svc.list_instances(session, kind=kind, tag=tag, category=category, enabled=enabled)
+        rows = instance_svc.list_instances(
+            session, kind=kind, tag=tag, category=category, enabled=enabled, retired=which
+        )
         payload = [out.instance_payload(i) for i in rows]
     out.render(
         ctx,
         payload,
         lambda p: out.table(
             f"{len(p)} instance(s)",
-            ["NAME", "KIND", "ENABLED", "PRIORITY", "out.CATEGORIES", "TAGS", "BLOCK"],
+            ["NAME", "KIND", "ENABLED", "PRIORITY", "CATEGORIES", "TAGS", "BLOCK"]
+            + (["RETIRED (UTC)"] if which is not False else []),
             [
                 [i["name"], i["kind"], i["enabled"], i["priority"], i["categories"], i["tags"], i["block_name"]]
+                + ([out.fmt_time(i["retired_at"])] if which is not False else [])
                 for i in p
             ],
         ),
@@ -242,6 +236,8 @@ def instances_show(
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
         keys = ["name", "kind", "enabled", "priority", "categories", "tags", "block_name", "description"]
+        if p.get("retired_at"):  # removed: kept for its history, never synced again
+            keys.append("retired_at")
         if p.get("config"):  # e.g. a Telegram chat: its chat id and account
             keys.append("config")
         fields = out.fields(
@@ -279,30 +275,54 @@ def instances_show(
 def instances_remove(
     ctx: typer.Context,
     name: out.InstanceName,
+    purge_data: Annotated[
+        bool,
+        typer.Option(
+            "--purge-data",
+            help="Also delete the data synced from it (messages, conversations, accounts, settings, capacity "
+            "samples) and its sync state. Its sessions and records always stay.",
+        ),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     _json: out.JsonFlag = False,
 ) -> None:
-    """Delete an instance with everything attached to it.
+    """Retire an instance: it is never synced again and leaves `instances list` (see --retired).
 
-    The deletion cascades: its instance records in every session, its sync state (cursors)
-    and ALL data synced from it (messages, conversations) are deleted too. It cannot be undone.
+    Its history stays as it was: its records in past sessions, the sessions' totals and the
+    statistics, all still naming it; its name stays taken. Its synced data stays too unless
+    --purge-data (which can also be given later, on a retired instance). Its Prefect block is
+    left alone.
     """
+    from syncflow.store.retirement import retire_instance
+
     with out.store() as session:
-        instance_svc.get_instance(session, name=name)
-    if not yes and not typer.confirm(
-        f"Delete instance {name!r} with its session records, its sync state and all data synced from it "
-        "(messages, conversations)? This cannot be undone.",
-        default=False,
-        err=True,
-    ):
+        inst = instance_svc.get_instance(session, name=name)
+        already = inst.retired
+    if already and not purge_data:
+        out.fail(f"instance {name!r} is retired already (add --purge-data to delete its synced data)")
+    question = f"Retire instance {name!r} (its sessions and records stay)?"
+    if purge_data:
+        question = (
+            f"{'Delete' if already else 'Retire instance ' + repr(name) + ' and delete'} all data synced from "
+            f"{name!r} (messages, conversations, accounts, settings, capacity samples) and its sync state? "
+            "Its sessions and records stay. The data cannot be restored."
+        )
+    if not yes and not typer.confirm(question, default=False, err=True):
         out.fail(f"instance {name!r} not removed")
     with out.store() as session:
-        instance_svc.remove_instance(session, name=name)
-    out.render(
-        ctx,
-        {"name": name, "removed": True},
-        lambda p: f"removed instance {p['name']!r} with its records, sync state and synced data",
-    )
+        done = retire_instance(session, name=name, purge=purge_data)
+    payload = {"name": done.name, "removed": True, "retired": True, "purged": done.purged if purge_data else None}
+
+    def human(p: dict[str, Any]) -> str:
+        text = f"retired instance {p['name']!r}: its sessions and records stay"
+        if p["purged"] is not None:
+            gone = ", ".join(f"{n} {t}" for t, n in sorted(p["purged"].items()) if n) or "nothing"
+            text += f"; deleted its synced data and sync state ({gone})"
+        else:
+            text += "; its synced data stays (--purge-data deletes it)"
+        return text
+
+    out.render(ctx, payload, human)
 
 
 def _set_enabled(ctx: typer.Context, name: str, enabled: bool) -> None:
@@ -329,3 +349,59 @@ def instances_disable(
 ) -> None:
     """Disable an instance: sessions skip it; its data and sync state stay."""
     _set_enabled(ctx, name, False)
+
+
+# ------------------------------------------------------------- add: checks, then the block
+
+
+def _add(
+    name: str,
+    kind: str,
+    *,
+    block: str | None,
+    priority: int,
+    tags: list[str] | None,
+    categories: list[str] | None,
+    disabled: bool,
+    description: str | None,
+    connection: dict[str, Any],
+) -> dict[str, Any]:
+    """Check everything that can be checked before Prefect is touched (name, kind, categories,
+    URL, port, the name and the block free), then make the block (named from a new instance key
+    it also carries: no two instances share a block) and register the instance; a block made
+    for an instance that could not be registered is deleted again."""
+    from syncflow.cli.sync import connection_block, delete_block, new_binding
+    from syncflow.validation import check_port, check_url
+
+    name = instance_svc.check_name(name)
+    InstanceKind.parse(kind, what="instance kind")
+    instance_svc.check_categories(kind, categories or None, name=name)
+    if connection.get("url") is not None:
+        check_url(connection["url"], field="--url")
+    check_port(connection.get("port"), field="--port")
+    with out.store() as session:
+        instance_svc.check_name_free(session, name)
+        if block is not None:
+            instance_svc.check_block_free(session, block, kind=kind)
+    binding = new_binding()
+    block_name = connection_block(kind, instance=name, block=block, binding=binding, **connection)
+    made = block_name is not None and block is None
+    try:
+        with out.store() as session:
+            inst = instance_svc.add_instance(
+                session,
+                name=name,
+                kind=kind,
+                block_name=block_name,
+                priority=priority,
+                tags=tags or (),
+                categories=categories or None,
+                enabled=not disabled,
+                description=description,
+                block_binding=binding if made else None,
+            )
+            return out.instance_payload(inst)
+    except BaseException:
+        if made and block_name:
+            delete_block(kind, block_name)
+        raise

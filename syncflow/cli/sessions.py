@@ -141,13 +141,15 @@ def sessions_show(
                 ("duration", out.fmt_duration(p["duration_seconds"])),
                 (
                     "instances",
-                    f"{p['total_instances']} ({p['successful_instances']} ok, {p['failed_instances']} failed)",
+                    f"{p['total_instances']} ({p['successful_instances']} ok, {p['failed_instances']} failed"
+                    + (f", {p['skipped_instances']} skipped)" if p.get("skipped_instances") else ")"),
                 ),
                 *_session_progress_field(p),
                 ("created by", p["created_by"]),
                 ("flow run", f"{p['flow_run_id']} ({link})" if link else p["flow_run_id"]),
                 ("retry of", p["retry_of"]),
                 ("error", p["error_message"]),
+                *_metadata_fields(p),
             ],
         )
         records = out.table(
@@ -186,6 +188,16 @@ def sessions_show(
         return [fields, records, Text("\n".join(notes))] if notes else [fields, records]
 
     out.render(ctx, payload, human)
+
+
+def _metadata_fields(p: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A messages session: the metadata session it ran first, and the warnings about it."""
+    meta = p.get("metadata_session")
+    rows: list[tuple[str, Any]] = []
+    if meta:
+        rows.append(("metadata first", f"{meta['session_id']} {meta['status']} ({meta['failed_instances']} failed)"))
+    rows += [("warning", w) for w in p.get("warnings") or []]
+    return rows
 
 
 def _session_progress_field(p: dict[str, Any]) -> list[tuple[str, Any]]:

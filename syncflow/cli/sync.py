@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.text import Text
 from sqlalchemy import select
 
 from syncflow.book import session_exists
@@ -28,10 +30,11 @@ from syncflow.errors import ConfigError, SyncflowError
 from syncflow.names import MANUAL_BATCH
 from syncflow.reports.sessions import UNITS as REPORT_UNITS
 from syncflow.reports.sessions import progress_text
-from syncflow.schemas import measure_session_progress, record_view
+from syncflow.schemas import SessionDetailView, measure_session_progress, record_view
 from syncflow.store.db import session_scope
 from syncflow.store.instances import select_instances
 from syncflow.store.models import Category, InstanceKind, SyncInstanceRecord
+from syncflow.validation import check_port, check_url
 
 sync_app = typer.Typer(
     help="Run syncs now (locally; Prefect ephemeral mode unless PREFECT_API_URL is set).", no_args_is_help=True
@@ -45,16 +48,34 @@ def _quiet_prefect() -> None:
     _runtime.prepare()
 
 
-def block_name_for(instance: str) -> str:
-    """Prefect block names allow lowercase letters, digits and dashes."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", instance.lower()).strip("-")
+def block_name_for(instance: str, binding: str | None = None) -> str:
+    """Prefect block names allow lowercase letters, digits and dashes. With ``binding`` (the
+    instance's key, :func:`new_binding`) the name ends with it, so two instances never share a
+    block, however alike their names (``coll`` and ``COLL``)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", instance.lower()).strip("-")[:48].strip("-")
+    if binding:
+        return f"syncflow-{slug or 'instance'}-{binding[:12]}"
     return f"syncflow-{slug or 'instance'}"
 
 
+def new_binding() -> str:
+    """A new instance key: its block's name ends with it and the block carries it."""
+    return uuid.uuid4().hex
+
+
 def save_seq_block(
-    instance: str, *, url: str, token_env: str, timeout: float | None = None, batch_size: int | None = None
+    instance: str,
+    *,
+    url: str,
+    token_env: str,
+    timeout: float | None = None,
+    batch_size: int | None = None,
+    binding: str | None = None,
 ) -> str:
-    """Create (or replace) the http-seq block of ``instance``; the token comes from env ``token_env``."""
+    """Create (or replace) the http-seq block of ``instance``; the token comes from env
+    ``token_env``. ``binding``: the instance's key (the block's name ends with it, the block
+    carries it)."""
+    url = check_url(url, field="--url")
     token = os.environ.get(token_env, "")
     if not token:
         raise ConfigError(f"environment variable {token_env} (--token-env) is not set or empty")
@@ -68,11 +89,13 @@ def save_seq_block(
         fields["timeout"] = timeout
     if batch_size is not None:
         fields["batch_size"] = batch_size
+    if binding is not None:
+        fields["binding"] = binding
     try:
         block = SeqHttpInstance(**fields)
     except ValidationError as exc:
         raise ConfigError(f"instance {instance}: {exc.errors()[0]['msg']}") from None
-    name = block_name_for(instance)
+    name = block_name_for(instance, binding)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
 
@@ -91,8 +114,10 @@ def save_database_block(
     database: str | None = None,
     tls_mode: str | None = None,
     connect_timeout: float | None = None,
+    binding: str | None = None,
 ) -> str:
     """Create (or replace) the database block of ``instance``; the password comes from env ``password_env``."""
+    check_port(port)
     if not host or not user:
         raise ConfigError(f"a {kind} instance needs --host and --user (and usually --password-env VAR)")
     fields: dict[str, Any] = {"kind": kind, "host": host, "user": user}
@@ -106,6 +131,7 @@ def save_database_block(
         ("database", database),
         ("tls_mode", tls_mode),
         ("connect_timeout", connect_timeout),
+        ("binding", binding),
     ):
         if value is not None:
             fields[key] = value
@@ -121,9 +147,21 @@ def save_database_block(
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"instance {instance}: {where}: {err['msg']}") from None
     block.connection()  # the same checks the sync will make (ConfigError)
-    name = block_name_for(instance)
+    name = block_name_for(instance, binding)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
+
+
+def delete_block(kind: str, block_name: str) -> None:
+    """Delete a block this command made (best effort: the instance it was for was not added)."""
+    try:
+        from blocks.connections import BLOCK_TYPES
+
+        block_type = BLOCK_TYPES.get(kind)
+        if block_type is not None:
+            block_type.delete(block_name)
+    except Exception:  # the error that got us here is the one to report
+        pass
 
 
 def connection_block(
@@ -140,11 +178,12 @@ def connection_block(
     database: str | None = None,
     tls_mode: str | None = None,
     connect_timeout: float | None = None,
+    binding: str | None = None,
     **extra: Any,
 ) -> str | None:
     """The block an instance's connection lives in: named with --block, made from --url/--token-env
     (http-seq) or from --host/--port/--user/--password-env/--database/--tls-mode/--connect-timeout
-    (postgres, mysql)."""
+    (postgres, mysql). A block made here carries ``binding``, the instance's key."""
     db = {
         "host": host,
         "port": port,
@@ -165,7 +204,7 @@ def connection_block(
         seq_only = [f"--{k.replace('_', '-')}" for k, v in extra.items() if v is not None]
         if seq_only:
             raise ConfigError(f"{'/'.join(seq_only)} are for http-seq instances, not {kind}")
-        return save_database_block(instance, kind=kind, **db)
+        return save_database_block(instance, kind=kind, binding=binding, **db)
     if url is None and token_env is None:
         return block
     if kind != InstanceKind.HTTP_SEQ:
@@ -174,7 +213,7 @@ def connection_block(
         raise ConfigError("give either --block or --url/--token-env, not both")
     if not url or not token_env:
         raise ConfigError("an http-seq instance needs both --url and --token-env")
-    return save_seq_block(instance, url=url, token_env=token_env, **extra)
+    return save_seq_block(instance, url=url, token_env=token_env, binding=binding, **extra)
 
 
 # ------------------------------------------------------------------------ progress
@@ -290,9 +329,48 @@ class _Null:
 RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged", "deleted", "duration", "error"]
 
 
+# Exit statuses of `sync run` / `sync instance` (README, "Exit statuses").
+EXIT_OK = 0  # every instance synced (and the metadata session run first, if any, completed)
+EXIT_FAILED = 1  # an instance failed, or the session was cancelled (also: any error, one line on stderr)
+EXIT_SKIPPED = 3  # nothing failed, but an instance was skipped: another sync holds it
+EXIT_METADATA = 4  # the messages synced, but the metadata session run first failed for some instances
+
+
+def exit_status(view: SessionDetailView) -> int:
+    """The exit status a session's outcome maps to (failure first, then skips, then warnings)."""
+    if view.status != "completed" or view.failed_instances:
+        return EXIT_FAILED
+    if view.skipped_instances:
+        return EXIT_SKIPPED
+    if view.warnings:
+        return EXIT_METADATA
+    return EXIT_OK
+
+
+def outcome_title(p: dict[str, Any]) -> str:
+    """``session ID (messages): completed — 2/3 succeeded, 0 failed, 1 skipped``; a session all
+    of whose records were skipped says ``skipped``, not ``completed``."""
+    skipped = p.get("skipped_instances", 0)
+    status = p["status"]
+    if status == "completed" and skipped and not p["successful_instances"]:
+        status = "skipped"
+    title = (
+        f"session {p['session_id']} ({p['sync_category']}): {status} — "
+        f"{p['successful_instances']}/{p['total_instances']} succeeded, {p['failed_instances']} failed"
+    )
+    return title + (f", {skipped} skipped" if skipped else "")
+
+
+def outcome_notes(p: dict[str, Any]) -> list[str]:
+    """The lines under the table: each skipped record's reason (who holds it, until when) and
+    the warnings (a metadata session run first that failed)."""
+    notes = [r["error_message"] or f"skipped: {r['instance_name']}" for r in p["records"] if r["status"] == "skipped"]
+    return notes + [f"warning: {w}" for w in p.get("warnings") or []]
+
+
 def _final(ctx: typer.Context, session_id: str) -> int:
-    """Print the session and its records (the one view, :mod:`syncflow.schemas`); exit status
-    1 unless it completed."""
+    """Print the session and its records (the one view, :mod:`syncflow.schemas`), then why
+    records were skipped and any warning; returns the exit status (:func:`exit_status`)."""
     from syncflow.book import session_detail
 
     view = session_detail(session_id)
@@ -313,16 +391,15 @@ def _final(ctx: typer.Context, session_id: str) -> int:
             ]
             for r in p["records"]
         ]
-        title = (
-            f"session {p['session_id']} ({p['sync_category']}): {p['status']} — "
-            f"{p['successful_instances']}/{p['total_instances']} succeeded, {p['failed_instances']} failed"
-        )
-        return out.table(title, RecordTable, rows)
+        table = out.table(outcome_title(p), RecordTable, rows)
+        notes = outcome_notes(p)
+        return Group(table, *(Text(n, no_wrap=True, overflow="ignore") for n in notes)) if notes else table
 
     out.render(ctx, payload, human)
-    if view.status != "completed":
+    code = exit_status(view)
+    if code == EXIT_FAILED:
         _runtime.mention_log()  # where Prefect's warnings and tracebacks of this run are
-    return 1 if view.status != "completed" else 0
+    return code
 
 
 def _parse_priorities(items: list[str] | None) -> dict[str, int]:

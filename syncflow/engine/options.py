@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncflow.errors import ConfigError
+from syncflow.validation import check_seq
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,8 @@ class SyncOptions:
         if unknown:
             raise ConfigError(f"instance {instance}: unknown sync option(s): {', '.join(unknown)}")
         opts = cls(**raw)
-        for name in ("from_seq", "to_seq"):
-            v = getattr(opts, name)
-            if v is not None and (not isinstance(v, int) or v < 0):
-                raise ConfigError(f"instance {instance}: {name} must be a non-negative integer, not {v!r}")
+        for name in ("from_seq", "to_seq"):  # non-negative, within the signed 64-bit range
+            check_seq(getattr(opts, name), field=f"instance {instance}: {name}")
         if opts.from_seq is not None and opts.to_seq is not None and opts.from_seq > opts.to_seq:
             raise ConfigError(f"instance {instance}: from_seq {opts.from_seq} is above to_seq {opts.to_seq}")
         if opts.to_seq is not None and opts.from_seq is None:

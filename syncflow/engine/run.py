@@ -21,13 +21,17 @@ from syncflow.sources.base import source_kind
 from syncflow.store import sessions as book
 from syncflow.store import sync_state
 from syncflow.store.db import get_engine, session_scope
+from syncflow.store.instances import retired_note
 from syncflow.store.models import (
     Instance,
+    InstanceKind,
     ItemStatus,
     RecordStatus,
     SessionStatus,
+    SyncConfigItem,
     SyncInstanceRecord,
     SyncSession,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ class InstanceRun:
     start_seq: int
     options: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the instance's non-secret settings (telegram: chat id)
+    block_binding: str | None = None  # the key its block must carry (blocks syncflow made for it)
 
     @property
     def opts(self) -> SyncOptions:
@@ -87,6 +92,9 @@ def begin_instance_sync(
         assert inst is not None
         merged = {**(rec.options or {}), **(options or {})}
         try:  # a bad option, or a kind that cannot sync this category, fails the record: it never runs
+            if inst.retired_at is not None:
+                raise ConfigError(retired_note(inst))
+            check_shared_block(s, inst)
             opts = SyncOptions.parse(merged, instance=inst.name)
             source_kind(inst.kind).check(rec.sync_category, instance=inst.name)
         except ConfigError as exc:
@@ -105,6 +113,7 @@ def begin_instance_sync(
             lease_seconds=lease_seconds,
             start_seq=0,
             config=dict(inst.config or {}),
+            block_binding=inst.block_binding,
         )
     if refused is not None:
         with session_scope(engine) as s:
@@ -118,14 +127,63 @@ def begin_instance_sync(
             if opts.full:
                 sync_state.reset_cursor(s, instance_id=run.instance_id, category=run.category, owner=owner)
             state = sync_state.get_state(s, instance_id=run.instance_id, category=run.category)
-    except LockedError as exc:
-        reason = f"{run.instance_name}: {exc}"
+    except LockedError:
         with session_scope(engine) as s:
+            reason = describe_holder(
+                s, instance_id=run.instance_id, instance_name=run.instance_name, category=run.category
+            )
             book.skip_instance_sync(s, record_id=record_id, reason=reason)
         log.info("skipped %s", reason)
         return Skipped(record_id=record_id, reason=reason)
     start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (state.last_seq or 0)
     return replace(run, start_seq=max(start, 0), options=asdict(opts))
+
+
+def check_shared_block(s: Session, inst: Instance) -> None:
+    """ConfigError when an instance without a block key (registered before keys, or with
+    --block) shares its block with another live instance: one's rows would land under the
+    other (two names that once mapped to one block name, ``coll`` and ``COLL``)."""
+    if inst.block_binding is not None or not inst.block_name or inst.kind == InstanceKind.TELEGRAM:
+        return
+    other = s.scalar(
+        select(Instance.name)
+        .where(Instance.block_name == inst.block_name, Instance.id != inst.id, Instance.retired_at.is_(None))
+        .limit(1)
+    )
+    if other is not None:
+        raise ConfigError(
+            f"instance {inst.name}: its block {inst.block_name!r} is also the connection of instance {other!r}: "
+            "refusing to sync (one instance's rows would land under the other); re-register them with "
+            "`syncflow instances add NAME --url ...` (each gets a block of its own) and remove these"
+        )
+
+
+def describe_holder(s: Session, *, instance_id: int, instance_name: str, category: str) -> str:
+    """Why a sync was skipped, in words: the instance by name, the run holding its lease (the
+    flow run id, and the session of the record that run syncs) and when that lease ends."""
+    row = s.execute(
+        select(SyncConfigItem.lock_owner, SyncConfigItem.lock_expires_at).where(
+            SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category
+        )
+    ).first()
+    owner, expires = (row[0], row[1]) if row is not None else (None, None)
+    holder = f"{owner!r}" if owner else "another sync"
+    if owner and owner.startswith("run:"):
+        run_id = owner.removeprefix("run:")
+        holder = f"flow run {run_id}"
+        held = s.execute(
+            select(SyncInstanceRecord.session_id)
+            .where(SyncInstanceRecord.flow_run_id == run_id, SyncInstanceRecord.instance_id == instance_id)
+            .order_by(SyncInstanceRecord.id.desc())
+        ).first()
+        if held is not None:
+            holder += f" (sync-instance '{category}:{instance_name}' of session {held[0]})"
+    if expires is not None:
+        left = max(0, round((expires - utcnow()).total_seconds()))
+        lease = f"its lease ends at {expires:%Y-%m-%d %H:%M:%S} UTC (in {left} s, renewed while it runs)"
+    else:
+        lease = "its lease end is unknown"
+    return f"skipped: {category} of {instance_name} is already being synced by {holder}; {lease}"
 
 
 def cancel_reason_of(run: InstanceRun, session_status: str, record_status: str) -> str | None:
@@ -198,6 +256,8 @@ __all__ = [
     "begin_instance_sync",
     "cancel_reason",
     "cancel_reason_of",
+    "check_shared_block",
+    "describe_holder",
     "finish_instance_sync",
     "should_stop",
 ]

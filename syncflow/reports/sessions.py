@@ -54,6 +54,18 @@ def summary_markdown(view: SessionDetailView) -> str:
         lines.append(f"- duration: {view.duration_seconds:.1f} s")
     if view.retry_of:
         lines.append(f"- retry of: `{view.retry_of}`")
+    if view.skipped_instances:
+        lines.append(f"- skipped: {view.skipped_instances} (another sync held them; see the error column)")
+    meta = view.metadata_session
+    if meta is not None:
+        lines.append(
+            f"- metadata session run first: `{meta.session_id}` **{meta.status}** "
+            f"({meta.total_instances - meta.failed_instances}/{meta.total_instances} ok"
+            + (f"; failed: {', '.join(meta.failed)}" if meta.failed else "")
+            + ")"
+        )
+    for warning in view.warnings:
+        lines.append(f"- **warning**: {warning}")
     lines += [
         "",
         "| instance | status | synced | created | updated | duration (s) | items/s | error |",

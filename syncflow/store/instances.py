@@ -11,6 +11,8 @@ from syncflow.errors import AlreadyExistsError, ConfigError, NotFoundError
 from syncflow.sources.base import source_kind
 from syncflow.store.models import Category, Instance, InstanceKind
 
+NAME_MAX = 255  # instances.name (and sync_instance_records.instance_name) is VARCHAR(255)
+
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
     out: list[str] = []
@@ -21,6 +23,61 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
         if tag not in out:
             out.append(tag)
     return out
+
+
+def check_name(name: str) -> str:
+    """The instance name, stripped; ConfigError when empty or longer than the column."""
+    name = name.strip()
+    if not name:
+        raise ConfigError("an instance needs a non-empty name")
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"instance name: {len(name)} characters is too long (at most {NAME_MAX})")
+    return name
+
+
+def check_categories(kind: str, categories: Iterable[str] | None, *, name: str) -> list[str]:
+    """The categories an instance of ``kind`` registers with (default: the kind's usual ones);
+    ConfigError naming a category the kind's source cannot sync."""
+    spec = source_kind(InstanceKind.parse(kind, what="instance kind").value)
+    if categories is None:
+        cats = list(spec.default_categories)
+    else:
+        cats = [Category.parse(c, what="category").value for c in categories]
+        if not cats:
+            raise ConfigError(f"instance {name!r} must support at least one category")
+    for cat in cats:  # a kind without a source is refused here ("not available yet")
+        spec.check(cat, instance=name)
+    return list(dict.fromkeys(cats))
+
+
+def check_name_free(session: Session, name: str) -> None:
+    """AlreadyExistsError when ``name`` is taken, by a live or a retired instance (the history
+    of a retired one names it, so its name is not given to another)."""
+    taken = session.execute(select(Instance.id, Instance.retired_at).where(Instance.name == name)).first()
+    if taken is None:
+        return
+    if taken[1] is not None:
+        raise AlreadyExistsError(
+            f"an instance named {name!r} existed and was retired on {taken[1]:%Y-%m-%d %H:%M} UTC "
+            "(its past sessions keep the name): choose another name"
+        )
+    raise AlreadyExistsError(f"an instance named {name!r} exists already")
+
+
+def check_block_free(session: Session, block_name: str, *, kind: str) -> None:
+    """AlreadyExistsError when a live instance already syncs from block ``block_name``: two
+    instances never share a connection (their rows would mix). Telegram chats share their
+    account's block by design."""
+    if kind == InstanceKind.TELEGRAM:
+        return
+    other = session.scalar(
+        select(Instance.name).where(Instance.block_name == block_name, Instance.retired_at.is_(None)).limit(1)
+    )
+    if other is not None:
+        raise AlreadyExistsError(
+            f"--block: block {block_name!r} is already the connection of instance {other!r} "
+            "(two instances never share a connection)"
+        )
 
 
 def add_instance(
@@ -34,32 +91,26 @@ def add_instance(
     categories: Iterable[str] | None = None,
     enabled: bool = True,
     description: str | None = None,
+    block_binding: str | None = None,
 ) -> Instance:
-    """Register a source instance. Its connection (and any secret) lives in block ``block_name``."""
-    name = name.strip()
-    if not name:
-        raise ConfigError("an instance needs a non-empty name")
+    """Register a source instance. Its connection (and any secret) lives in block ``block_name``;
+    ``block_binding`` is the key that block carries when syncflow made it for this instance."""
+    name = check_name(name)
     parsed_kind = InstanceKind.parse(kind, what="instance kind")
-    spec = source_kind(parsed_kind.value)
-    if categories is None:
-        cats = list(spec.default_categories)
-    else:
-        cats = [Category.parse(c, what="category").value for c in categories]
-        if not cats:
-            raise ConfigError(f"instance {name!r} must support at least one category")
-    for cat in cats:  # a kind without a source is refused here ("not available yet")
-        spec.check(cat, instance=name)
-    if session.scalar(select(Instance.id).where(Instance.name == name)) is not None:
-        raise AlreadyExistsError(f"an instance named {name!r} exists already")
+    cats = check_categories(parsed_kind.value, categories, name=name)
+    check_name_free(session, name)
+    if block_name is not None:
+        check_block_free(session, block_name, kind=parsed_kind.value)
     instance = Instance(
         name=name,
         kind=parsed_kind.value,
         block_name=block_name,
         priority=priority,
         tags=_clean_tags(tags),
-        categories=list(dict.fromkeys(cats)),
+        categories=cats,
         enabled=enabled,
         description=description,
+        block_binding=block_binding,
     )
     session.add(instance)
     session.flush()
@@ -67,9 +118,23 @@ def add_instance(
 
 
 def get_instance(session: Session, *, name: str) -> Instance:
+    """The instance named ``name``, live or retired."""
     instance = session.scalar(select(Instance).where(Instance.name == name))
     if instance is None:
         raise NotFoundError(f"unknown instance {name!r}")
+    return instance
+
+
+def retired_note(instance: Instance) -> str:
+    when = f"{instance.retired_at:%Y-%m-%d %H:%M} UTC" if instance.retired_at else "?"
+    return f"instance {instance.name!r} is retired (since {when}): it is never synced again"
+
+
+def live_instance(session: Session, *, name: str) -> Instance:
+    """The instance named ``name``; ConfigError when it is retired."""
+    instance = get_instance(session, name=name)
+    if instance.retired:
+        raise ConfigError(retired_note(instance))
     return instance
 
 
@@ -80,8 +145,12 @@ def list_instances(
     tag: str | None = None,
     category: str | None = None,
     enabled: bool | None = None,
+    retired: bool | None = False,
 ) -> list[Instance]:
+    """Instances by name; ``retired``: False (default) live ones, True retired ones, None both."""
     stmt = select(Instance).order_by(Instance.name)
+    if retired is not None:
+        stmt = stmt.where(Instance.retired_at.is_not(None) if retired else Instance.retired_at.is_(None))
     if kind is not None:
         stmt = stmt.where(Instance.kind == InstanceKind.parse(kind, what="instance kind").value)
     if enabled is not None:
@@ -95,15 +164,8 @@ def list_instances(
     return rows
 
 
-def remove_instance(session: Session, *, name: str) -> None:
-    """Delete an instance with its records, sync state and synced data (FK cascade)."""
-    instance = get_instance(session, name=name)
-    session.delete(instance)
-    session.flush()
-
-
 def set_enabled(session: Session, *, name: str, enabled: bool) -> Instance:
-    instance = get_instance(session, name=name)
+    instance = live_instance(session, name=name)
     instance.enabled = enabled
     session.flush()
     return instance
@@ -132,6 +194,8 @@ def select_instances(
             raise NotFoundError("unknown instance(s): " + ", ".join(repr(n) for n in missing))
         for n in unknown:
             inst = found[n]
+            if inst.retired:
+                raise ConfigError(retired_note(inst))
             if not inst.supports(cat):
                 raise ConfigError(
                     f"instance {n!r} ({inst.kind}) does not support category {cat!r} "

@@ -187,11 +187,21 @@ class Instance(Base):
     description: Mapped[str | None] = mapped_column(Text)
     # Non-secret per-kind settings (telegram: {"chat_id": ..., "account": ..., what discovery saw}).
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Retired (``instances remove``): never synced again, out of ``instances list``; its records,
+    # sessions and statistics stay, and its name stays taken (history names it).
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # The key of the block syncflow made for this instance; the block carries it too, and a
+    # sync refuses a block whose key differs (None: a block named with --block, or older rows).
+    block_binding: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
     def supports(self, category: str) -> bool:
         return category in self.categories
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None
 
 
 class SyncSession(Base):
@@ -229,6 +239,8 @@ class SyncSession(Base):
         String(36), ForeignKey("sync_sessions.session_id", ondelete="SET NULL")
     )
     error_message: Mapped[str | None] = mapped_column(Text)
+    # A messages session: the metadata session it ran first (a soft link, no foreign key).
+    metadata_session_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -237,6 +249,12 @@ class SyncSession(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
         order_by="SyncInstanceRecord.id",
+    )
+    # Read-only: the metadata session of metadata_session_id (a soft link; None once cleaned up).
+    metadata_session: Mapped[SyncSession | None] = relationship(
+        primaryjoin="foreign(SyncSession.metadata_session_id) == remote(SyncSession.session_id)",
+        viewonly=True,
+        uselist=False,
     )
 
     @property
@@ -269,7 +287,8 @@ class SyncInstanceRecord(Base):
     session_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("sync_sessions.session_id", ondelete="CASCADE"), nullable=False
     )
-    instance_id: Mapped[int] = mapped_column(Integer, ForeignKey("instances.id", ondelete="CASCADE"), nullable=False)
+    # RESTRICT: deleting an instance must never rewrite past sessions (it is retired instead).
+    instance_id: Mapped[int] = mapped_column(Integer, ForeignKey("instances.id", ondelete="RESTRICT"), nullable=False)
     instance_name: Mapped[str | None] = mapped_column(String(255))
     sync_category: Mapped[str] = mapped_column(
         String(20), nullable=False, default=Category.ACCOUNT.value, server_default=Category.ACCOUNT.value

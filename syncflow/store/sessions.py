@@ -103,8 +103,10 @@ def create_session(
     flow_run_id: str | None = None,
     retry_of: str | None = None,
     session_id: str | None = None,
+    metadata_session_id: str | None = None,
 ) -> SyncSession:
-    """Create a running session (no records yet: see :func:`add_instance_records`)."""
+    """Create a running session (no records yet: see :func:`add_instance_records`).
+    ``metadata_session_id``: a messages session's metadata session, run first."""
     st = SyncType.parse(sync_type, what="sync type").value
     cat = Category.parse(sync_category, what="category").value
     if retry_of is not None:
@@ -118,6 +120,7 @@ def create_session(
         created_by=created_by,
         flow_run_id=flow_run_id,
         retry_of=retry_of,
+        metadata_session_id=metadata_session_id,
     )
     session.add(row)
     session.flush()
@@ -201,6 +204,7 @@ def open_session(
     flow_run_id: str | None = None,
     retry_of: str | None = None,
     session_id: str | None = None,
+    metadata_session_id: str | None = None,
 ) -> SyncSession:
     """Create a session and its records in one go: the instances named, else those with any of
     ``tags``, else every enabled instance supporting the category. ``priorities`` and
@@ -221,6 +225,7 @@ def open_session(
         flow_run_id=flow_run_id,
         retry_of=retry_of,
         session_id=session_id,
+        metadata_session_id=metadata_session_id,
     )
     specs = [
         RecordSpec(i, priority=(priorities or {}).get(i.name), options=(options or {}).get(i.name)) for i in chosen
@@ -506,14 +511,19 @@ def retry_failed(
     failed = [r for r in old.records if r.status == RecordStatus.FAILED]
     if not failed:
         raise ConfigError(f"session {session_id} has no failed instance to retry")
-    insts = {i.id: i for i in session.scalars(select(Instance).where(Instance.id.in_([r.instance_id for r in failed])))}
+    insts = {
+        i.id: i
+        for i in session.scalars(
+            select(Instance).where(Instance.id.in_([r.instance_id for r in failed]), Instance.retired_at.is_(None))
+        )
+    }
     specs = [
         RecordSpec(insts[r.instance_id], priority=r.priority, options=r.options)
         for r in failed
         if r.instance_id in insts
     ]
     if not specs:
-        raise ConfigError(f"session {session_id}: the failed instances no longer exist")
+        raise ConfigError(f"session {session_id}: the failed instances were removed (retired)")
     row = create_session(
         session,
         sync_type=old.sync_type,

@@ -304,9 +304,17 @@
       : "–";
     return [["type", s.sync_type], ["category", s.sync_category],
       ["created by", s.created_by || "–"], ["started", fmtTime(s.started_at)], ["completed", fmtTime(s.completed_at)],
-      ["duration", fmtDur(s.duration_seconds)], ["instances", `${s.total_instances} (${s.successful_instances} ok, ${s.failed_instances} failed)`],
+      ["duration", fmtDur(s.duration_seconds)], ["instances", `${s.total_instances} (${s.successful_instances} ok, ${s.failed_instances} failed` + (s.skipped_instances ? `, ${s.skipped_instances} skipped)` : ")")],
       ["items synced", fmtNum(s.items_synced)], ["flow run", flowRunLink(s.flow_run_id)], ["retry of", retry],
-      ["error", s.error_message || "–"]];
+      ["error", s.error_message || "–"]].concat(metadataMeta(s));
+  }
+  // A messages session: the metadata session it ran first, and what went wrong there (warnings).
+  function metadataMeta(s) {
+    const m = s.metadata_session;
+    const rows = [];
+    if (m) rows.push(["metadata first", el("a", { href: "?session=" + encodeURIComponent(m.session_id), class: "metadata-session", onclick: (ev) => { ev.preventDefault(); openDetail(m.session_id).catch(showError); } }, sessionCode(m.session_id), " " + m.status + (m.failed_instances ? ` (${m.failed_instances} failed: ${m.failed.join(", ")})` : ""))]);
+    for (const w of s.warnings || []) rows.push(["warning", el("span", { class: "warning" }, w)]);
+    return rows;
   }
   function sessionProgress(s) {
     const box = $("detail-progress");

@@ -376,9 +376,10 @@ def test_five_concurrent_syncs_of_one_instance_one_runs_four_are_skipped(
     assert len(skipped) == 4
     assert holder.flow_run_id
     for rec in skipped:
-        assert "already syncing" in rec.error_message
-        assert f"run:{holder.flow_run_id}" in rec.error_message  # names the holder
-        assert "im-1" in rec.error_message
+        assert "already being synced" in rec.error_message
+        assert f"flow run {holder.flow_run_id}" in rec.error_message  # names the holder's run
+        assert holder.session_id in rec.error_message and "its lease ends at" in rec.error_message
+        assert "messages of im-1" in rec.error_message
         assert counts(rec)["synced"] == 0
     assert counts(holder)["created"] == 1_500
     assert last_seqs(server) == [0, 500, 1_000]  # only the holder fetched
@@ -633,9 +634,10 @@ def test_a_dead_holders_lease_blocks_until_it_runs_out(
     state, result = run(recs["im-1"])
 
     assert state.is_completed() and result["status"] == "skipped"
-    assert dead in result["error_message"] and "im-1" in result["error_message"]
+    assert "'run:killed-9-hard'" not in result["error_message"]  # a run is named as a flow run
+    assert "flow run killed-9-hard" in result["error_message"] and "of im-1" in result["error_message"]
     rec = record(engine, recs["im-1"])
-    assert rec.status == "skipped" and dead in rec.error_message
+    assert rec.status == "skipped" and "flow run killed-9-hard" in rec.error_message
     assert sync_log(server) == []
     assert state_item(engine, "im-1").lock_owner == dead  # a skipped sync leaves the lease alone
 

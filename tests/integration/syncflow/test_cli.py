@@ -227,25 +227,62 @@ def test_instances_add_list_show_enable_disable_remove(run: Cli) -> None:
     # remove: asks first, refusing keeps the instance
     refused = run("instances", "remove", "im-1", input="n\n")
     assert refused.exit_code == 1
-    assert "all data synced from it" in refused.output
+    assert "Retire instance 'im-1'" in refused.output
     assert refused.stderr.endswith("error: instance 'im-1' not removed\n")
     assert [i["name"] for i in run.json("instances", "list")] == ["db-1", "im-1"]
-    assert "removed instance 'im-1'" in run.ok("instances", "remove", "im-1", input="y\n").stdout
-    assert run.json("instances", "remove", "db-1", "--yes") == {"name": "db-1", "removed": True}
+    assert "retired instance 'im-1'" in run.ok("instances", "remove", "im-1", input="y\n").stdout
+    assert run.json("instances", "remove", "db-1", "--yes") == {
+        "name": "db-1",
+        "removed": True,
+        "retired": True,
+        "purged": None,
+    }
+    assert run.json("instances", "list") == []
+    retired = run.json("instances", "list", "--retired")
+    assert [i["name"] for i in retired] == ["db-1", "im-1"] and all(i["retired_at"] for i in retired)
+    assert [i["name"] for i in run.json("instances", "list", "--all")] == ["db-1", "im-1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--kind", "http-seq", "--url", "http://", "--token-env", "T"], "--url: 'http://' has no host"),
+        (["--kind", "http-seq", "--url", "ftp://h", "--token-env", "T"], "--url: 'ftp://h' must start with http"),
+        (["--kind", "http-seq", "--url", "http://h:70000", "--token-env", "T"], "--url: 'http://h:70000' has a port"),
+        (["--kind", "http-seq", "--url", "http://h:0", "--token-env", "T"], "out of range"),
+        (["--kind", "postgres", "--host", "h", "--user", "u", "--port", "70000"], "--port: port 70000 is out of"),
+        (["--kind", "mysql", "--host", "h", "--user", "u", "--port", "0"], "--port: port 0 is out of range"),
+        (  # refused before any block is made (no Prefect is started for it)
+            ["--kind", "http-seq", "--url", "http://h:8080", "--token-env", "T", "--category", "account"],
+            "kind 'http-seq' cannot sync 'account'",
+        ),
+        (["--kind", "postgres", "--host", "h", "--user", "u", "--category", "messages"], "cannot sync 'messages'"),
+    ],
+)
+def test_bad_connections_are_refused_up_front_naming_the_field(run: Cli, args: list[str], fragment: str) -> None:
+    """Issue 9, point 11: each is one line naming the field, before a block is made."""
+    _assert_one_line_error(run("instances", "add", "x", *args), fragment)
     assert run.json("instances", "list") == []
 
 
-def test_remove_cascades_to_records(run: Cli) -> None:
-    _add_instances(run, ["im-1", "--kind", "http-seq"], ["im-2", "--kind", "http-seq"])
-    engine = make_engine(run.url)
-    try:
-        sid = _session(engine, {"im-1": "completed", "im-2": "failed"})
-        run.ok("instances", "remove", "im-1", "--yes")
-        with session_scope(engine) as s:
-            names = s.scalars(select(SyncInstanceRecord.instance_name).where(SyncInstanceRecord.session_id == sid))
-            assert list(names) == ["im-2"]
-    finally:
-        engine.dispose()
+def test_a_name_longer_than_the_column_is_refused_on_every_store(run_on: Cli) -> None:
+    line = _assert_one_line_error(run_on("instances", "add", "n" * 300, "--kind", "http-seq"), "instance name")
+    assert "300 characters is too long (at most 255)" in line
+    run_on.ok("instances", "add", "n" * 255, "--kind", "http-seq")  # the column's length fits
+    assert [len(i["name"]) for i in run_on.json("instances", "list")] == [255]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--from-seq", "99999999999999999999", "--to-seq", "99999999999999999999"], "from_seq 99999999999999999999"),
+        (["--from-seq", "1", "--to-seq", str(2**63)], f"to_seq {2**63} is beyond the signed 64-bit range"),
+        (["--from-seq", "-1"], "from_seq must be a non-negative integer"),
+    ],
+)
+def test_seq_bounds_beyond_64_bits_are_refused_up_front(run: Cli, args: list[str], fragment: str) -> None:
+    run.ok("instances", "add", "im-1", "--kind", "http-seq", "--block", "b")
+    _assert_one_line_error(run("sync", "instance", "im-1", *args), fragment)
 
 
 def test_a_kind_without_a_source_is_refused_up_front(run: Cli) -> None:

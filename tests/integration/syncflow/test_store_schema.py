@@ -132,19 +132,31 @@ def test_deleting_a_session_cascades_to_its_records(engine: Engine) -> None:
         assert conn.scalar(text("SELECT count(*) FROM sync_instance_records")) == 0
 
 
-def test_deleting_an_instance_cascades_to_records_state_and_data(engine: Engine) -> None:
+def test_deleting_an_instance_with_history_is_refused_by_the_database(engine: Engine) -> None:
+    """Issue 9, point 5: no deletion of an instance can rewrite past sessions (records are
+    ``ON DELETE RESTRICT``; ``instances remove`` retires instead). Without records, its sync
+    state and data still cascade."""
     iid = _instance(engine)
     with session_scope(engine) as s:
         sess = svc.create_session(s, sync_type="manual_batch", sync_category="messages")
         svc.add_instance_records(s, session_id=sess.session_id, instances=[s.get(Instance, iid)])
         s.add(SyncConfigItem(instance_id=iid, category="messages", last_seq=5))
         s.add(Message(instance_id=iid, message_id="m", seq=5))
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM instances WHERE id = :id"), {"id": iid})
+    with pytest.raises(IntegrityError):
+        with engine.begin() as conn:  # plain SQL: the database itself must refuse
+            conn.execute(text("DELETE FROM instances WHERE id = :id"), {"id": iid})
     with engine.connect() as conn:
         for table in ("sync_instance_records", "sync_config_items", "messages"):
-            assert conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
-        assert conn.scalar(text("SELECT count(*) FROM sync_sessions")) == 1
+            assert conn.scalar(text(f"SELECT count(*) FROM {table}")) == 1, table
+
+    other = _instance(engine, "im-2")
+    with session_scope(engine) as s:
+        s.add(SyncConfigItem(instance_id=other, category="messages", last_seq=5))
+        s.add(Message(instance_id=other, message_id="m", seq=5))
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM instances WHERE id = :id"), {"id": other})
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM messages WHERE instance_id = :i"), {"i": other}) == 0
 
 
 def test_record_must_reference_existing_session_and_instance(engine: Engine) -> None:
