@@ -84,8 +84,9 @@ class DbConnection:
     ca_file: str | None = None
 
     def __post_init__(self) -> None:
-        if hasattr(self.password, "get_secret_value"):  # a pydantic SecretStr (Prefect block field)
-            object.__setattr__(self, "password", self.password.get_secret_value())
+        reveal = getattr(self.password, "get_secret_value", None)
+        if reveal is not None:  # a pydantic SecretStr (Prefect block field)
+            object.__setattr__(self, "password", reveal())
         if self.kind not in KINDS:
             raise ConfigError(f"unknown database kind {self.kind!r} (expected one of: {', '.join(KINDS)})")
         if not self.host:
@@ -374,7 +375,7 @@ def _mysql_code(exc: BaseException) -> int | None:
 
 
 def _mysql_text(conn: DbConnection, exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     text = str(args[1]) if len(args) > 1 else str(exc)
     return conn._scrub(" ".join(text.split()))
 
@@ -388,7 +389,7 @@ def connect_mysql(conn: DbConnection) -> pymysql.connections.Connection[Any]:
     try:
         return pymysql.connect(
             host=conn.host,
-            port=conn.port,
+            port=conn.port or DEFAULT_PORTS["mysql"],  # set by __post_init__
             user=conn.user,
             password=conn.password or "",
             database=conn.database,

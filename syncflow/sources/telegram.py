@@ -80,9 +80,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
 
-from telethon import errors as tg_errors  # type: ignore[import-untyped]
+from telethon import errors as tg_errors
 from telethon import utils as tg_utils
-from telethon.tl import types as tg  # type: ignore[import-untyped]
+from telethon.tl import types as tg
 
 from syncflow.errors import (
     AuthError,
@@ -226,7 +226,7 @@ def default_client_factory(account: TelegramAccount) -> Any:
     because a sync only reads history. Must be called inside the loop that will run it.
     """
     from telethon import TelegramClient
-    from telethon.sessions import StringSession  # type: ignore[import-untyped]
+    from telethon.sessions import StringSession
 
     try:
         session = StringSession(account.session)

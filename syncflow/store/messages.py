@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -180,7 +180,7 @@ def _apply_postgres(
         cur.execute(
             stage.upsert, {"instance_id": instance_id, "session_id": session_id, "now": utcnow().replace(tzinfo=None)}
         )
-        created, updated = cur.fetchone()  # type: ignore[misc]
+        created, updated = cur.fetchone()
     return int(created), int(updated)
 
 
@@ -191,7 +191,7 @@ def _apply_generic(
     session_id: str | None,
     columns: tuple[str, ...] = COLUMNS,
 ) -> tuple[int, int]:
-    table = Message.__table__
+    table = cast(Table, Message.__table__)  # declarative types it as any FromClause
     data_columns = columns[1:]
     ids = [r[0] for r in rows]
     existing: dict[str, tuple[Any, ...]] = {}
