@@ -93,6 +93,7 @@ from syncflow.errors import (
     SyncflowError,
     TransientSyncError,
 )
+from syncflow.sources.base import MESSAGE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +110,9 @@ Sleep = Callable[[float], None]
 
 # ---------------------------------------------------------------------------- columns
 
-GENERIC_COLUMNS: Final = (
-    "message_id",
-    "server_msg_id",
-    "seq",
-    "conversation_id",
-    "sender_id",
-    "message_type",
-    "content",
-    "create_time",
-    "server_time",
-)
+GENERIC_COLUMNS: Final = MESSAGE_COLUMNS
 """Order of :meth:`TelegramMessage.to_row`: the generic message store's columns, the same
-order as ``syncflow.sources.seq_http.MESSAGE_COLUMNS``."""
+order as ``syncflow.sources.base.MESSAGE_COLUMNS``."""
 
 EXTRA_COLUMNS: Final = ("edit_time", "kind", "reply_to", "extra")
 """Keys of :meth:`TelegramMessage.extras`, the Telegram-only fields."""

@@ -26,21 +26,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from syncflow.errors import ProtocolError
+from syncflow.sources.base import MESSAGE_COLUMNS
 from syncflow.store.models import Message, utcnow
 from syncflow.store.sessions import ItemCounts
 
 # The order of a message row as the source clients hand it over.
-COLUMNS = (
-    "message_id",
-    "server_msg_id",
-    "seq",
-    "conversation_id",
-    "sender_id",
-    "message_type",
-    "content",
-    "create_time",
-    "server_time",
-)
+COLUMNS = MESSAGE_COLUMNS
 # Telegram's rows: the generic columns, then edit time (ms), kind, reply-to (text) and JSON extras.
 EXTRA_COLUMNS = ("edit_time", "kind", "reply_to", "extra")
 EXTENDED_COLUMNS = COLUMNS + EXTRA_COLUMNS
