@@ -289,7 +289,7 @@ def test_discover_then_metadata_then_messages_over_several_chats_with_priorities
     # `sessions show` names each chat by its title (from the conversations)
     shown = CliRunner().invoke(app, ["sessions", "show", summary["session_id"], "--json"])
     assert shown.exit_code == 0, shown.output
-    titles = {r["instance"]: r["title"] for r in json.loads(shown.stdout)["records"]}
+    titles = {r["instance_name"]: r["title"] for r in json.loads(shown.stdout)["records"]}
     assert titles[names["news"]] == "Daily News" and titles[names["ann"]] == "Ann Smith"
     human = CliRunner().invoke(app, ["sessions", "show", summary["session_id"]], env={"COLUMNS": "250"})
     assert f"{names['family']} (Family)" in human.stdout
