@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Each builds .venv on first use.
+# The commands of the README: `make demo`, `make test` and `make lint`. Each builds .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,9 +24,13 @@ test: $(STAMP)
 	bash scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## Style (ruff), the layers' import contracts (import-linter, [tool.importlinter]) and types
+## (mypy, [tool.mypy]: strict on syncflow/store, sources, engine). See docs/architecture.md.
 lint: $(STAMP)
 	$(BIN)/ruff check syncflow flows tasks blocks deployments tests bench
 	$(BIN)/ruff format --check syncflow flows tasks blocks deployments tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	bash scripts/ensure-services.sh

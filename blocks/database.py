@@ -15,7 +15,8 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
 from syncflow.sources.base import ReadPolicy
-from syncflow.sources.db_connection import DatabaseSource, DbConnection
+from syncflow.sources.database import DatabaseSource
+from syncflow.sources.db_connection import DbConnection
 
 
 class DatabaseInstance(Block):
@@ -86,13 +87,7 @@ class DatabaseInstance(Block):
         return f"{self.kind} {conn.address}{db} as user {self.user!r}"
 
     def read_policy(self) -> ReadPolicy:
-        return ReadPolicy(
-            max_retries=self.max_retries,
-            base_delay=self.base_delay,
-            backoff_multiplier=self.backoff_multiplier,
-            max_delay=self.max_delay,
-            jitter=self.jitter,
-        )
+        return ReadPolicy.of(self)
 
     def open_source(self, instance: str) -> DatabaseSource:
         return DatabaseSource(self.connection(), top_tables=self.top_tables)

@@ -42,14 +42,7 @@ class SeqHttpInstance(Block):
         return self
 
     def read_policy(self) -> ReadPolicy:
-        return ReadPolicy(
-            batch_size=self.batch_size,
-            max_retries=self.max_retries,
-            base_delay=self.base_delay,
-            backoff_multiplier=self.backoff_multiplier,
-            max_delay=self.max_delay,
-            jitter=self.jitter,
-        )
+        return ReadPolicy.of(self)
 
     def open_source(self, instance: str) -> SeqHttpClient:
         return SeqHttpClient(self.base_url, self.token, timeout=self.timeout, instance=instance)

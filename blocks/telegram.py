@@ -112,14 +112,7 @@ class TelegramAccountBlock(Block):
         )
 
     def read_policy(self) -> ReadPolicy:
-        return ReadPolicy(
-            batch_size=self.batch_size,
-            max_retries=self.max_retries,
-            base_delay=self.base_delay,
-            backoff_multiplier=self.backoff_multiplier,
-            max_delay=self.max_delay,
-            jitter=self.jitter,
-        )
+        return ReadPolicy.of(self)
 
     def describe(self) -> str:
         name = getattr(self, "_block_document_name", None)

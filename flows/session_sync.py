@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
-from prefect.states import Cancelled
+from prefect.states import Cancelled, State
 
 from flows.instance_sync import sync_instance
 from syncflow import names
@@ -141,7 +141,7 @@ async def sync_session(
         logger.error("session %s: %d instance(s) could not run: %s", plan.session_id, len(errors), errors[0])
         await book.close_open_records(plan.session_id, f"could not run: {type(errors[0]).__name__}: {errors[0]}")
     else:  # a child run that died (killed worker) leaves its record open: close it, say how
-        ended = [o.name for o in outcomes if hasattr(o, "is_crashed") and (o.is_crashed() or o.is_cancelled())]
+        ended = [o.name for o in outcomes if isinstance(o, State) and (o.is_crashed() or o.is_cancelled())]
         await book.close_open_records(
             plan.session_id, "instance run ended without closing its record" + (f": {ended[0]}" if ended else "")
         )

@@ -203,7 +203,7 @@ class _No423Noise(logging.Filter):
         item = args[-1] if args else None
         future = item[-1] if isinstance(item, tuple) and item else None
         try:
-            exc = future.exception(timeout=0) if future is not None and future.done() else None  # type: ignore[union-attr]
+            exc = future.exception(timeout=0) if future is not None and future.done() else None
         except Exception:
             return True
         return getattr(getattr(exc, "response", None), "status_code", None) != 423
@@ -309,11 +309,11 @@ async def start_run(
     """Create a flow run of ``deployment`` (``flow-name/deployment-name``) and return without
     waiting for it (same ``idempotency_key``: the same run). :class:`NotFoundError` when the
     deployment does not exist."""
-    from prefect.deployments import run_deployment
+    from prefect.deployments import arun_deployment
     from prefect.exceptions import ObjectNotFound
 
     try:
-        run = await run_deployment(
+        run = await arun_deployment(
             deployment,
             parameters=parameters,
             timeout=0,
@@ -331,9 +331,9 @@ async def start_run(
 async def run_child(deployment: str, parameters: dict[str, Any], *, tags: Sequence[str] = ()) -> Any:
     """Run ``deployment`` as a child of the current flow run (any worker of the pool runs it;
     the Prefect UI links it to the parent) and return its final state."""
-    from prefect.deployments import run_deployment
+    from prefect.deployments import arun_deployment
 
-    run = await run_deployment(
+    run = await arun_deployment(
         deployment, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True, tags=list(tags)
     )
     return run.state
@@ -449,12 +449,12 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
         FlowRunFilterStateType,
         FlowRunFilterTags,
     )
-    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.objects import State, StateType
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelled, Cancelling
 
     async def page(client: Any) -> list[Any]:
-        return await client.read_flow_runs(  # type: ignore[no-any-return]
+        return await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW])),
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[names.category_tag(category)]),
@@ -480,7 +480,9 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
         for run in runs:
             seen.add(str(run.id))
             st = run.state
-            new = Cancelling(message=reason) if st and st.type == StateType.PENDING else Cancelled(message=reason)
+            new: State[Any] = (
+                Cancelling(message=reason) if st and st.type == StateType.PENDING else Cancelled(message=reason)
+            )
             result = await client.set_flow_run_state(run.id, new, force=True)
             accepted = result.status.value == "ACCEPT"
             out.append(
@@ -602,7 +604,7 @@ async def deployments_on_work_pool(deployment_names: Sequence[str]) -> list[str]
 async def _category_deployments(client: Any, category: str) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
 
-    return await client.read_deployments(  # type: ignore[no-any-return]
+    return await client.read_deployments(
         deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[names.category_tag(category)]))
     )
 

@@ -169,7 +169,7 @@ def statistics(
     return m.StatisticsOut(
         since=since,
         until=until,
-        bucket=bucket,  # type: ignore[arg-type]
+        bucket=bucket,
         total_sessions=len(sessions),
         by_status=by_status,
         breakdown=breakdown,

@@ -62,7 +62,7 @@ async def stats(
     deployments: list[dict[str, object]] = []
     try:
         counts = await pf.run_counts(category, since=since, timeout=c.settings.prefect_timeout)
-        deployments = await pf.category_deployments(category, timeout=c.settings.prefect_timeout)  # type: ignore[assignment]
+        deployments = await pf.category_deployments(category, timeout=c.settings.prefect_timeout)
         runs = m.RunCounts(queued=counts["queued_scheduled"] + counts["pending"], **counts)
     except pf.PrefectUnavailable as exc:
         error = str(exc)

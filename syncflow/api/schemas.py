@@ -138,9 +138,9 @@ class ManualBatchIn(BaseModel):
             for v in mapping or {}:
                 if not v.strip() or len(v) > 255:
                     raise ValueError(f"{what}: instance names must be 1-255 characters, not {v!r}")
-        for v in (self.priorities or {}).values():
-            if not -1_000_000 <= v <= 1_000_000:
-                raise ValueError(f"priorities must be between -1000000 and 1000000, not {v}")
+        for p in (self.priorities or {}).values():
+            if not -1_000_000 <= p <= 1_000_000:
+                raise ValueError(f"priorities must be between -1000000 and 1000000, not {p}")
         return self
 
 

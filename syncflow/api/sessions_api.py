@@ -29,17 +29,20 @@ from syncflow.store.session_ids import resolve_session_id, short_ids
 
 router = APIRouter(prefix="/sync_sessions/api", tags=["sessions"])
 
-ERR = {
+# FastAPI's `responses=` type: status code -> OpenAPI response fields.
+Responses = dict[int | str, dict[str, Any]]
+
+ERR: Responses = {
     401: {"model": m.ErrorOut, "description": "Missing or invalid bearer token."},
     403: {"model": m.ErrorOut, "description": "No API token configured: writes are disabled."},
 }
-NOT_FOUND = {404: {"model": m.ErrorOut, "description": "Unknown session."}}
-CONFLICT = {409: {"model": m.ErrorOut, "description": "The session's state does not allow it."}}
-PREFECT = {
+NOT_FOUND: Responses = {404: {"model": m.ErrorOut, "description": "Unknown session."}}
+CONFLICT: Responses = {409: {"model": m.ErrorOut, "description": "The session's state does not allow it."}}
+PREFECT: Responses = {
     502: {"model": m.ErrorOut, "description": "The Prefect API failed or could not be reached."},
     503: {"model": m.ErrorOut, "description": "The deployment to run is missing on the Prefect API."},
 }
-BAD = {422: {"model": m.ValidationErrorOut, "description": "Bad input: the message says what."}}
+BAD: Responses = {422: {"model": m.ValidationErrorOut, "description": "Bad input: the message says what."}}
 
 SessionIdPath = Annotated[
     str, Path(min_length=1, max_length=64, description="The session's id (a UUID).", examples=["3f2b..."])
@@ -381,7 +384,7 @@ async def cancel_session(
         late = await asyncio.to_thread(_cancel_in_store_quiet, c, session_id, reason)
         return m.CancelOut(
             session_id=session_id,
-            status=SessionStatus.CANCELLED.value if late is None else late[0],  # type: ignore[arg-type]
+            status=SessionStatus.CANCELLED.value if late is None else late[0],
             flow_run_id=run.flow_run_id,
             prefect=msg,
             records=late[1] if late else {},

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 
 from syncflow.errors import ConfigError, SyncflowError
+from syncflow.reports.sessions import fmt_eta
 from syncflow.settings import get_settings
 from syncflow.store import migrations
 from syncflow.store.db import get_engine, session_scope
@@ -295,15 +296,7 @@ def fmt_time(value: dt.datetime | None) -> str:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return fmt_eta(seconds, decimals=1)
 
 
 def fmt(value: Any) -> str:

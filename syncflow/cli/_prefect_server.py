@@ -54,7 +54,7 @@ def patch_sqlite_write_transactions() -> bool:
             yield transaction
 
     begin_transaction._syncflow_immediate = True  # type: ignore[attr-defined]
-    config.begin_transaction = begin_transaction  # type: ignore[method-assign]
+    config.begin_transaction = begin_transaction
     return True
 
 

@@ -73,7 +73,7 @@ def _show_concurrency() -> None:
     from syncflow.store.sessions import max_overlap
 
     with session_scope() as s:
-        latest = {}
+        latest: dict[str, str] = {}
         for row in s.scalars(select(SyncSession).order_by(SyncSession.started_at.desc()).limit(2)):
             latest.setdefault(row.sync_category, row.session_id)
         for category, sid in sorted(latest.items()):

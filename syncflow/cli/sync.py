@@ -184,7 +184,7 @@ def connection_block(
     """The block an instance's connection lives in: named with --block, made from --url/--token-env
     (http-seq) or from --host/--port/--user/--password-env/--database/--tls-mode/--connect-timeout
     (postgres, mysql). A block made here carries ``binding``, the instance's key."""
-    db = {
+    db: dict[str, Any] = {
         "host": host,
         "port": port,
         "user": user,

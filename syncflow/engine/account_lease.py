@@ -217,11 +217,12 @@ class AccountGate:
             if idle:
                 self._release(slot, why="idle")
                 return
+            assert slot is not None  # HELD: the slot is ours
             try:
                 with session_scope(self.engine()) as s:
                     ok = store.renew(
                         s, account=self.account, owner=self.owner, slot=slot, lease_seconds=self.lease_seconds
-                    )  # type: ignore[arg-type]
+                    )
             except Exception:  # a store hiccup: try again at the next tick
                 log.warning("%s: could not renew the lease", self.label, exc_info=True)
                 continue

@@ -94,12 +94,13 @@ def unit_of(category: str) -> str:
     return UNITS.get(category, "items")
 
 
-def fmt_eta(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``2h07m`` (``-`` when unknown)."""
+def fmt_eta(seconds: float | None, *, decimals: int = 0) -> str:
+    """``42s``, ``3m05s``, ``2h07m`` (``-`` when unknown); under a minute with ``decimals``
+    (the CLI's durations: ``4.2s``)."""
     if seconds is None:
         return "-"
     if seconds < 60:
-        return f"{seconds:.0f}s"
+        return f"{seconds:.{decimals}f}s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"

@@ -1,33 +1,3 @@
-"""Clients of the source kinds syncflow pulls from (one module per kind)."""
-
-from syncflow.sources.http_seq import (
-    CONVERSATIONS_PATH,
-    MESSAGE_COLUMNS,
-    SEQ_MAX,
-    SYNC_PATH,
-    Conversation,
-    Message,
-    MessageRow,
-    Page,
-    SeqHttpClient,
-    decode_conversations,
-    decode_page,
-    parse_retry_after,
-    validate_page,
-)
-
-__all__ = [
-    "CONVERSATIONS_PATH",
-    "MESSAGE_COLUMNS",
-    "SEQ_MAX",
-    "SYNC_PATH",
-    "Conversation",
-    "Message",
-    "MessageRow",
-    "Page",
-    "SeqHttpClient",
-    "decode_conversations",
-    "decode_page",
-    "parse_retry_after",
-    "validate_page",
-]
+"""The source kinds syncflow pulls from: :mod:`syncflow.sources.base` (the protocol a kind
+implements and the ``KINDS`` registry) and one module per kind (``http_seq``, ``database`` with
+``postgres`` / ``mysql``, ``telegram`` / ``telegram_chat``). Import what you need from its module."""

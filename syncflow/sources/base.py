@@ -21,13 +21,27 @@ data) a writer in ``syncflow.store``. Nothing in the flows changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, fields
+from typing import Any, Final, Protocol, runtime_checkable
 
 from syncflow.errors import ConfigError
 
 # Categories read page by page after a cursor; every other category is a snapshot.
 INCREMENTAL_CATEGORIES = frozenset({"messages"})
+
+MESSAGE_COLUMNS: Final = (
+    "message_id",
+    "server_msg_id",
+    "seq",
+    "conversation_id",
+    "sender_id",
+    "message_type",
+    "content",
+    "create_time",
+    "server_time",
+)
+"""The generic message row every incremental source hands over and the store writes
+(``syncflow.store.messages``), in this order; ``row[2]`` is the seq."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,12 @@ class ReadPolicy:
     backoff_multiplier: float = 2.0
     max_delay: float = 60.0
     jitter: float = 0.5
+
+    @classmethod
+    def of(cls, config: object) -> ReadPolicy:
+        """The policy in the same-named attributes of ``config`` (a block's fields); one that
+        ``config`` has not (a database block has no ``batch_size``) keeps its default."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
 
     def delays(self) -> list[float]:
         """The wait before each retry, without jitter (Prefect adds it)."""
@@ -75,7 +95,7 @@ class ConversationRow:
 class PageLike(Protocol):
     """One page of an incremental read.
 
-    ``rows`` are tuples in :data:`syncflow.store.messages.COLUMNS` order (the seq at index 2),
+    ``rows`` are tuples in :data:`MESSAGE_COLUMNS` order (the seq at index 2),
     ascending by seq; ``total_count`` is how many items the source says it has (None: it does
     not say); ``nbytes`` how many bytes the page took on the wire (0: unknown).
     """
@@ -177,6 +197,7 @@ def available_kinds() -> list[str]:
 __all__ = [
     "INCREMENTAL_CATEGORIES",
     "KINDS",
+    "MESSAGE_COLUMNS",
     "ConversationRow",
     "PageLike",
     "ReadPolicy",

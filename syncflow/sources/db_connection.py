@@ -20,9 +20,9 @@ While reading, :func:`postgres_errors` / :func:`mysql_errors` map a missing priv
 :class:`PermanentSyncError` that says what was denied and what was being read, a lost
 connection or a timeout to :class:`TransientSyncError`.
 
-The readers (``read_accounts`` / ``read_capacity`` / ``read_settings`` / ``read_snapshot``
-at the end of this module) pick the module of the server kind: :mod:`syncflow.sources.postgres` or
-:mod:`syncflow.sources.mysql`.
+The readers (``read_accounts`` / ``read_capacity`` / ``read_settings`` / ``read_snapshot``) and
+the kinds' :class:`~syncflow.sources.database.DatabaseSource` are in :mod:`syncflow.sources.database`
+(above this module and the server modules :mod:`syncflow.sources.postgres` / :mod:`syncflow.sources.mysql`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from syncflow.errors import AuthError, ConfigError, PermanentSyncError, SyncErro
 if TYPE_CHECKING:
     import psycopg
     import pymysql
-
-    from syncflow.sources.db_snapshots import AccountSnapshot, DatabaseSize, SettingSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +82,9 @@ class DbConnection:
     ca_file: str | None = None
 
     def __post_init__(self) -> None:
-        if hasattr(self.password, "get_secret_value"):  # a pydantic SecretStr (Prefect block field)
-            object.__setattr__(self, "password", self.password.get_secret_value())
+        reveal = getattr(self.password, "get_secret_value", None)
+        if reveal is not None:  # a pydantic SecretStr (Prefect block field)
+            object.__setattr__(self, "password", reveal())
         if self.kind not in KINDS:
             raise ConfigError(f"unknown database kind {self.kind!r} (expected one of: {', '.join(KINDS)})")
         if not self.host:
@@ -374,7 +373,7 @@ def _mysql_code(exc: BaseException) -> int | None:
 
 
 def _mysql_text(conn: DbConnection, exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     text = str(args[1]) if len(args) > 1 else str(exc)
     return conn._scrub(" ".join(text.split()))
 
@@ -388,7 +387,7 @@ def connect_mysql(conn: DbConnection) -> pymysql.connections.Connection[Any]:
     try:
         return pymysql.connect(
             host=conn.host,
-            port=conn.port,
+            port=conn.port or DEFAULT_PORTS["mysql"],  # set by __post_init__
             user=conn.user,
             password=conn.password or "",
             database=conn.database,
@@ -459,76 +458,10 @@ def open_mysql(conn: DbConnection, what: str) -> Iterator[pymysql.connections.Co
             log.debug("closing the connection to %s failed", conn.address, exc_info=True)
 
 
-# ============================================================================ readers
-
-
-def _module(conn: DbConnection) -> Any:
-    if conn.kind == "postgres":
-        from syncflow.sources import postgres as postgres_server
-
-        return postgres_server
-    from syncflow.sources import mysql as mysql_server
-
-    return mysql_server
-
-
-def read_accounts(params: DbConnection | Mapping[str, Any] | str) -> list[AccountSnapshot]:
-    """Every account of the server with its privileges and memberships, sorted by identity."""
-    conn = DbConnection.coerce(params)
-    return _module(conn).read_accounts(conn)  # type: ignore[no-any-return]
-
-
-def read_capacity(params: DbConnection | Mapping[str, Any] | str, *, top_tables: int = 20) -> list[DatabaseSize]:
-    """The size of every database and its ``top_tables`` largest tables, sorted by database."""
-    conn = DbConnection.coerce(params)
-    return _module(conn).read_capacity(conn, top_tables=top_tables)  # type: ignore[no-any-return]
-
-
-def read_settings(params: DbConnection | Mapping[str, Any] | str) -> list[SettingSnapshot]:
-    """Every non-sensitive server setting, sorted by name."""
-    conn = DbConnection.coerce(params)
-    return _module(conn).read_settings(conn)  # type: ignore[no-any-return]
-
-
-def read_snapshot(
-    params: DbConnection | Mapping[str, Any] | str, category: str, *, top_tables: int = 20
-) -> list[AccountSnapshot] | list[DatabaseSize] | list[SettingSnapshot]:
-    """What a sync of ``category`` (``account`` | ``capacity`` | ``config``) reads."""
-    if category == "account":
-        return read_accounts(params)
-    if category == "capacity":
-        return read_capacity(params, top_tables=top_tables)
-    if category == "config":
-        return read_settings(params)
-    raise ConfigError(f"a database server has no {category!r} snapshot (expected account, capacity or config)")
-
-
-class DatabaseSource:
-    """A database server as a :class:`syncflow.sources.base.Source`: snapshots only
-    (``account``, ``capacity`` with the ``top_tables`` largest tables, ``config``)."""
-
-    def __init__(self, conn: DbConnection, *, top_tables: int = 20) -> None:
-        self.conn = conn
-        self.top_tables = top_tables
-
-    def __repr__(self) -> str:
-        return f"DatabaseSource({self.conn.describe()})"
-
-    def read_page(self, after: int, count: int) -> Any:
-        raise ConfigError(f"{self.conn.describe()}: a database server has no incremental category")
-
-    def read_snapshot(self, category: str) -> list[Any]:
-        return list(read_snapshot(self.conn, category, top_tables=self.top_tables))
-
-    def close(self) -> None:  # every read opens and closes its own connection
-        return None
-
-
 __all__ = [
     "DEFAULT_PORTS",
     "KINDS",
     "TLS_MODES",
-    "DatabaseSource",
     "DbConnection",
     "connect_mysql",
     "connect_postgres",
@@ -536,8 +469,4 @@ __all__ = [
     "open_mysql",
     "open_postgres",
     "postgres_errors",
-    "read_accounts",
-    "read_capacity",
-    "read_settings",
-    "read_snapshot",
 ]

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Annotated, Any, Final, NoReturn, NotRequired, Self
+from typing import Annotated, Any, Final, NoReturn, NotRequired, Self, TypeVar
 
 import httpx
 import orjson
@@ -59,7 +59,7 @@ from syncflow.errors import (
     RateLimitedError,
     TransientSyncError,
 )
-from syncflow.sources.base import ConversationRow
+from syncflow.sources.base import MESSAGE_COLUMNS, ConversationRow
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +77,6 @@ _BODY_EXCERPT: Final = 200
 Seq = Annotated[int, Field(ge=0, le=SEQ_MAX)]
 Int64 = Annotated[int, Field(ge=_INT64_MIN, le=SEQ_MAX)]
 Int32 = Annotated[int, Field(ge=_INT32_MIN, le=_INT32_MAX)]
-
-MESSAGE_COLUMNS: Final = (
-    "message_id",
-    "server_msg_id",
-    "seq",
-    "conversation_id",
-    "sender_id",
-    "message_type",
-    "content",
-    "create_time",
-    "server_time",
-)
-"""Column order of a :data:`MessageRow` (and of :class:`Message`'s fields)."""
 
 MessageRow = tuple[str, str | None, int, str, str, int, str, int, int]
 """One message as a tuple in :data:`MESSAGE_COLUMNS` order; ``row[2]`` is the seq."""
@@ -252,6 +239,7 @@ class _WireConversationsResponse(TypedDict):
 
 _SYNC_RESPONSE: Final = TypeAdapter(_WireSyncResponse)
 _CONVERSATIONS_RESPONSE: Final = TypeAdapter(_WireConversationsResponse)
+_Answer = TypeVar("_Answer", _WireSyncResponse, _WireConversationsResponse)
 
 
 # ------------------------------------------------------------------------ validation
@@ -437,17 +425,7 @@ def _fast_page(doc: Any, nbytes: int) -> Page | None:
 
 def _decode_page_slow(content: bytes, where: str) -> Page:
     """Decode with the pydantic validator: lax values, and precise errors."""
-    try:
-        doc = _SYNC_RESPONSE.validate_json(content)
-    except ValidationError as exc:
-        if _is_json_invalid(exc):
-            raise TransientSyncError(
-                f"{where}: invalid or truncated JSON ({len(content)} bytes): {exc.errors(include_url=False)[0]['msg']}"
-            ) from exc
-        server_error = _server_error_code(content)
-        if server_error is not None:
-            _raise_code(where, *server_error)
-        raise ProtocolError(f"{where}: not a sync answer: {_shape_errors(exc)}") from exc
+    doc = _validate_answer(_SYNC_RESPONSE, content, where, "sync")
     if doc["code"] != 0:
         _raise_code(where, doc["code"], doc.get("message") or "")
     data = doc.get("data")
@@ -478,8 +456,20 @@ def _decode_page_slow(content: bytes, where: str) -> Page:
 
 def decode_conversations(content: bytes, *, where: str = "?") -> list[Conversation]:
     """Decode a ``/conversations`` response body (same error classes as :func:`decode_page`)."""
+    doc = _validate_answer(_CONVERSATIONS_RESPONSE, content, where, "conversations")
+    if doc["code"] != 0:
+        _raise_code(where, doc["code"], doc.get("message") or "")
+    data = doc.get("data")
+    if data is None:
+        raise ProtocolError(f"{where}: code 0 but no data in the answer")
+    return data["conversations"]
+
+
+def _validate_answer(adapter: TypeAdapter[_Answer], content: bytes, where: str, what: str) -> _Answer:
+    """``content`` validated by ``adapter``. A body that is not such an answer raises: bad or
+    truncated JSON a transient error, a server's error envelope its code, else a protocol error."""
     try:
-        doc = _CONVERSATIONS_RESPONSE.validate_json(content)
+        return adapter.validate_json(content)
     except ValidationError as exc:
         if _is_json_invalid(exc):
             raise TransientSyncError(
@@ -488,13 +478,7 @@ def decode_conversations(content: bytes, *, where: str = "?") -> list[Conversati
         server_error = _server_error_code(content)
         if server_error is not None:
             _raise_code(where, *server_error)
-        raise ProtocolError(f"{where}: not a conversations answer: {_shape_errors(exc)}") from exc
-    if doc["code"] != 0:
-        _raise_code(where, doc["code"], doc.get("message") or "")
-    data = doc.get("data")
-    if data is None:
-        raise ProtocolError(f"{where}: code 0 but no data in the answer")
-    return data["conversations"]
+        raise ProtocolError(f"{where}: not a {what} answer: {_shape_errors(exc)}") from exc
 
 
 def _raise_code(where: str, code: int, message: str) -> NoReturn:

@@ -432,7 +432,7 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
     out = []
     for schema in sorted(totals):
         largest = sorted(tables[schema], key=lambda t: (-t.bytes, t.name))[: max(0, top_tables)]
-        out.append(DatabaseSize(database=schema, bytes=totals[schema], tables=list(largest)))
+        out.append(DatabaseSize(database=schema, bytes=totals[schema], tables=[t.to_json() for t in largest]))
     return out
 
 

@@ -253,7 +253,9 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
                     )
                 )
     return [
-        DatabaseSize(database=datname, bytes=int(size or 0), tables=list(tables) if datname == current else [])
+        DatabaseSize(
+            database=datname, bytes=int(size or 0), tables=[t.to_json() for t in tables] if datname == current else []
+        )
         for datname, size in sizes
     ]
 

@@ -80,9 +80,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, TypeVar, get_args
 
-from telethon import errors as tg_errors  # type: ignore[import-untyped]
+from telethon import errors as tg_errors
 from telethon import utils as tg_utils
-from telethon.tl import types as tg  # type: ignore[import-untyped]
+from telethon.tl import types as tg
 
 from syncflow.errors import (
     AuthError,
@@ -93,6 +93,7 @@ from syncflow.errors import (
     SyncflowError,
     TransientSyncError,
 )
+from syncflow.sources.base import MESSAGE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +110,9 @@ Sleep = Callable[[float], None]
 
 # ---------------------------------------------------------------------------- columns
 
-GENERIC_COLUMNS: Final = (
-    "message_id",
-    "server_msg_id",
-    "seq",
-    "conversation_id",
-    "sender_id",
-    "message_type",
-    "content",
-    "create_time",
-    "server_time",
-)
+GENERIC_COLUMNS: Final = MESSAGE_COLUMNS
 """Order of :meth:`TelegramMessage.to_row`: the generic message store's columns, the same
-order as ``syncflow.sources.seq_http.MESSAGE_COLUMNS``."""
+order as ``syncflow.sources.base.MESSAGE_COLUMNS``."""
 
 EXTRA_COLUMNS: Final = ("edit_time", "kind", "reply_to", "extra")
 """Keys of :meth:`TelegramMessage.extras`, the Telegram-only fields."""
@@ -226,7 +217,7 @@ def default_client_factory(account: TelegramAccount) -> Any:
     because a sync only reads history. Must be called inside the loop that will run it.
     """
     from telethon import TelegramClient
-    from telethon.sessions import StringSession  # type: ignore[import-untyped]
+    from telethon.sessions import StringSession
 
     try:
         session = StringSession(account.session)

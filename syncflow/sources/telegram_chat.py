@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from telethon import errors as tg_errors  # type: ignore[import-untyped]
+from telethon import errors as tg_errors
 from telethon import utils as tg_utils
-from telethon.tl import types as tg  # type: ignore[import-untyped]
+from telethon.tl import types as tg
 
 from syncflow.errors import ConfigError, TransientSyncError
 from syncflow.settings import get_settings

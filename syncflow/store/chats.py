@@ -13,27 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from syncflow.sources.telegram import ChatInfo
 from syncflow.sources.telegram_chat import chat_instance_name
 from syncflow.store.instances import add_instance, list_instances
 from syncflow.store.models import Conversation, Instance, InstanceKind
 
 TELEGRAM = InstanceKind.TELEGRAM.value
-
-
-class ChatLike(Protocol):
-    """What discovery needs of a listed chat (``syncflow.sources.telegram.ChatInfo``)."""
-
-    chat_id: int
-    type: Any
-    title: str
-    username: str | None
-    archived: bool | None
-    left: bool
 
 
 @dataclass
@@ -78,7 +68,7 @@ def _unique_name(session: Session, wanted: str) -> str:
     return f"{wanted}-{n}"
 
 
-def _seen(chat: ChatLike) -> dict[str, Any]:
+def _seen(chat: ChatInfo) -> dict[str, Any]:
     return {
         "type": str(chat.type),
         "title": chat.title,
@@ -102,7 +92,7 @@ def register_chats(
     session: Session,
     *,
     account: str,
-    chats: Sequence[ChatLike],
+    chats: Sequence[ChatInfo],
     types: Collection[str] | None = None,
     archived: bool = False,
     tags: Iterable[str] = (),
@@ -116,9 +106,9 @@ def register_chats(
     now. A registered chat that is no longer listed, or that the account left, is reported in
     ``left`` (not removed: its data stays until ``syncflow instances remove``).
     """
-    known = {chat_id_of(i): i for i in account_chats(session, account=account)}
+    known = {cid: i for i in account_chats(session, account=account) if (cid := chat_id_of(i)) is not None}
     out = Discovery(account=account, listed=len(chats))
-    listed: dict[int, ChatLike] = {}
+    listed: dict[int, ChatInfo] = {}
     for chat in chats:
         listed[chat.chat_id] = chat
         inst = known.get(chat.chat_id)
@@ -143,10 +133,10 @@ def register_chats(
         inst.config = {"chat_id": chat.chat_id, "account": account, **_seen(chat)}
         out.added.append(_entry(inst))
     for chat_id, inst in known.items():
-        chat = listed.get(chat_id)  # type: ignore[arg-type]
-        if chat is None:
+        now = listed.get(chat_id)
+        if now is None:
             out.left.append(_entry(inst, why="no longer among the account's chats (left or deleted)"))
-        elif chat.left:
+        elif now.left:
             out.left.append(_entry(inst, why="the account left the chat (or it was deactivated)"))
     session.flush()
     return out

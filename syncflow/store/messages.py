@@ -19,28 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from syncflow.errors import ProtocolError
+from syncflow.sources.base import MESSAGE_COLUMNS
 from syncflow.store.models import Message, utcnow
 from syncflow.store.sessions import ItemCounts
 
 # The order of a message row as the source clients hand it over.
-COLUMNS = (
-    "message_id",
-    "server_msg_id",
-    "seq",
-    "conversation_id",
-    "sender_id",
-    "message_type",
-    "content",
-    "create_time",
-    "server_time",
-)
+COLUMNS = MESSAGE_COLUMNS
 # Telegram's rows: the generic columns, then edit time (ms), kind, reply-to (text) and JSON extras.
 EXTRA_COLUMNS = ("edit_time", "kind", "reply_to", "extra")
 EXTENDED_COLUMNS = COLUMNS + EXTRA_COLUMNS
@@ -180,7 +171,7 @@ def _apply_postgres(
         cur.execute(
             stage.upsert, {"instance_id": instance_id, "session_id": session_id, "now": utcnow().replace(tzinfo=None)}
         )
-        created, updated = cur.fetchone()  # type: ignore[misc]
+        created, updated = cur.fetchone()
     return int(created), int(updated)
 
 
@@ -191,7 +182,7 @@ def _apply_generic(
     session_id: str | None,
     columns: tuple[str, ...] = COLUMNS,
 ) -> tuple[int, int]:
-    table = Message.__table__
+    table = cast(Table, Message.__table__)  # declarative types it as any FromClause
     data_columns = columns[1:]
     ids = [r[0] for r in rows]
     existing: dict[str, tuple[Any, ...]] = {}

@@ -23,9 +23,9 @@ import statistics
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, literal, or_, select, update
+from sqlalchemy import Table, delete, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
@@ -252,7 +252,9 @@ def _recount(session: Session, row: SyncSession) -> None:
             select(SyncInstanceRecord.status, func.count())
             .where(SyncInstanceRecord.session_id == row.session_id)
             .group_by(SyncInstanceRecord.status)
-        ).all()
+        )
+        .tuples()
+        .all()
     )
     row.total_instances = sum(counts.values())
     row.successful_instances = counts.get(RecordStatus.COMPLETED, 0)
@@ -343,8 +345,7 @@ def get_record(session: Session, *, record_id: int) -> SyncInstanceRecord:
 
 
 def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[SyncSession, SyncInstanceRecord]:
-    rec = get_record(session, record_id=record_id)
-    row = _lock_session(session, rec.session_id)
+    row = _lock_session(session, get_record(session, record_id=record_id).session_id)
     rec = session.scalar(
         select(SyncInstanceRecord)
         .where(SyncInstanceRecord.id == record_id)
@@ -441,7 +442,7 @@ def add_record_progress(
 
     Does not lock the session row (batches of different instances must not queue on it).
     """
-    rec = SyncInstanceRecord.__table__
+    rec = cast(Table, SyncInstanceRecord.__table__)  # declarative types it as any FromClause
     conn = session.connection() if isinstance(session, Session) else session
     values: dict[str, Any] = {
         "items_synced": rec.c.items_synced + counts.synced,

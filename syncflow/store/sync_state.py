@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import Insert, Select, and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -47,6 +47,7 @@ def ensure_item(session: Session, *, instance_id: int, category: str) -> None:
     cat = Category.parse(category, what="category").value
     values = {"instance_id": instance_id, "category": cat, "options": {}, "status": ItemStatus.IDLE.value}
     dialect = session.get_bind().dialect.name
+    stmt: Insert
     if dialect == "postgresql":
         stmt = pg_insert(SyncConfigItem).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
@@ -60,7 +61,7 @@ def ensure_item(session: Session, *, instance_id: int, category: str) -> None:
     session.execute(stmt)
 
 
-def _item_query(instance_id: int, category: str):  # type: ignore[no-untyped-def]
+def _item_query(instance_id: int, category: str) -> Select[tuple[SyncConfigItem]]:
     return select(SyncConfigItem).where(SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category)
 
 
@@ -217,7 +218,7 @@ def release_lock(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def release_expired(session: Session, *, now: dt.datetime | None = None) -> int:

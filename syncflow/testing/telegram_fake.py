@@ -50,10 +50,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from telethon import errors as tg_errors  # type: ignore[import-untyped]
+from telethon import errors as tg_errors
 from telethon import utils as tg_utils
-from telethon.tl import types as tg  # type: ignore[import-untyped]
-from telethon.tl.custom import Dialog  # type: ignore[import-untyped]
+from telethon.tl import types as tg
+from telethon.tl.custom import Dialog
 
 BASE_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 """Default date of message ``n`` is ``BASE_DATE + n`` seconds."""

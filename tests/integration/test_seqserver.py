@@ -24,7 +24,7 @@ from syncflow.errors import (
     SyncError,
     TransientSyncError,
 )
-from syncflow.sources import SEQ_MAX, SeqHttpClient
+from syncflow.sources.http_seq import SEQ_MAX, SeqHttpClient
 from syncflow.testing.seqserver import CONVERSATIONS_PATH, SYNC_PATH, Faults, RequestRecord, SeqServer
 
 TOKEN = "integration-token"

@@ -31,13 +31,8 @@ from sqlalchemy.engine import make_url
 
 from syncflow.engine import InstanceRun, Stored, begin_instance_sync, finish_instance_sync, store_snapshot
 from syncflow.errors import AuthError, ConfigError, PermanentSyncError, ProtocolError, TransientSyncError
-from syncflow.sources.db_connection import (
-    DbConnection,
-    read_accounts,
-    read_capacity,
-    read_settings,
-    read_snapshot,
-)
+from syncflow.sources.database import read_accounts, read_capacity, read_settings, read_snapshot
+from syncflow.sources.db_connection import DbConnection
 from syncflow.sources.db_snapshots import AccountSnapshot, SettingSnapshot, is_sensitive_setting
 from syncflow.store import instances as inst_svc
 from syncflow.store import sessions as book

@@ -21,7 +21,7 @@ from syncflow.errors import (
     SyncError,
     TransientSyncError,
 )
-from syncflow.sources import (
+from syncflow.sources.http_seq import (
     MESSAGE_COLUMNS,
     SEQ_MAX,
     Conversation,
