@@ -386,7 +386,7 @@ def metadata_refresh(row: SyncSession | None) -> MetadataRefresh | None:
     failed = sorted((r for r in row.records if r.status == RecordStatus.FAILED), key=lambda r: r.instance_name or "")
     return MetadataRefresh(
         session_id=row.session_id,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         total_instances=row.total_instances,
         failed_instances=row.failed_instances,
         failed=[r.instance_name or str(r.instance_id) for r in failed],
