@@ -438,13 +438,18 @@ async def find_session_run(session_id: str, timeout: float) -> QueuedRun | None:
     return await bounded("looking up a session's flow run", go(), timeout)
 
 
-async def clear_queued(category: str, *, reason: str, timeout: float, limit: int = 1000) -> list[dict[str, Any]]:
-    """Cancel the category's session runs that have not started (Scheduled, Late,
-    AwaitingRetry: Cancelled; Pending, i.e. handed to a worker: Cancelling). Running runs stay."""
+async def clear_queued(
+    category: str, *, reason: str, timeout: float, limit: int = 1000, include_future: bool = False
+) -> list[dict[str, Any]]:
+    """Cancel the category's session runs waiting to start: Pending (handed to a worker:
+    Cancelling) and Scheduled-type runs whose start time has come (Scheduled, Late,
+    AwaitingRetry: Cancelled). Scheduled runs still in the future stay unless
+    ``include_future``; running runs always stay."""
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
         FlowRunFilterTags,
@@ -453,12 +458,18 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelled, Cancelling
 
-    async def page(client: Any) -> list[Any]:
+    now = dt.datetime.now(dt.UTC)
+
+    async def page(client: Any, state: Any) -> list[Any]:
+        due = None
+        if state == StateType.SCHEDULED and not include_future:
+            due = FlowRunFilterExpectedStartTime(before_=now)
         return await client.read_flow_runs(  # type: ignore[no-any-return]
             flow_filter=FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW])),
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[names.category_tag(category)]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])),
+                expected_start_time=due,
             ),
             sort=FlowRunSort.EXPECTED_START_TIME_ASC,
             limit=200,  # the API's maximum page
@@ -468,11 +479,12 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         async with _client() as client:
-            while len(out) < limit:
-                runs = [r for r in await page(client) if str(r.id) not in seen]
-                if not runs:
-                    break
-                out.extend(await cancel_all(client, runs[: limit - len(out)], seen))
+            for state in (StateType.PENDING, StateType.SCHEDULED):
+                while len(out) < limit:
+                    runs = [r for r in await page(client, state) if str(r.id) not in seen]
+                    if not runs:
+                        break
+                    out.extend(await cancel_all(client, runs[: limit - len(out)], seen))
         return out
 
     async def cancel_all(client: Any, runs: list[Any], seen: set[str]) -> list[dict[str, Any]]:
@@ -488,6 +500,7 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
                     "flow_run_id": str(run.id),
                     "name": run.name,
                     "was": st.name if st else None,
+                    "expected_start_time": run.expected_start_time.isoformat() if run.expected_start_time else None,
                     "now": new.name if accepted else f"not changed ({result.status.value.lower()})",
                 }
             )
