@@ -395,6 +395,47 @@ async def cancel_run(flow_run_id: str, *, reason: str, timeout: float) -> str:
     return await bounded(f"cancelling flow run {flow_run_id}", go(), timeout)
 
 
+async def crash_dead_runs(flow_run_ids: Sequence[str], *, reason: str, timeout: float) -> list[dict[str, Any]]:
+    """Close flow runs whose process is gone (``syncflow sweep``): Running/Pending -> Crashed,
+    Cancelling -> Cancelled, with ``reason``. Runs already final (or scheduled, paused, unknown
+    to this Prefect API) are left as they are and not listed."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelled, Crashed
+
+    async def go() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async with _client() as client:
+            for fid in flow_run_ids:
+                try:
+                    run = await client.read_flow_run(fid)
+                except ObjectNotFound:
+                    continue
+                st = run.state
+                if st is None or st.type not in (StateType.RUNNING, StateType.PENDING, StateType.CANCELLING):
+                    continue
+                new = Cancelled(message=reason) if st.type == StateType.CANCELLING else Crashed(message=reason)
+                result = await client.set_flow_run_state(fid, new, force=True)
+                accepted = result.status.value == "ACCEPT"
+                out.append(
+                    {
+                        "flow_run_id": str(fid),
+                        "name": run.name,
+                        "was": st.name,
+                        "now": new.name if accepted else f"not changed ({result.status.value.lower()})",
+                    }
+                )
+        return out
+
+    return await bounded("marking dead flow runs crashed", go(), timeout)
+
+
+@task(name="mark-crashed", cache_policy=NO_CACHE)
+async def mark_crashed(flow_run_ids: list[str], reason: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """The sweep flow's step: :func:`crash_dead_runs`."""
+    return await crash_dead_runs(flow_run_ids, reason=reason, timeout=timeout)
+
+
 # ---------------------------------------------------------------------- finding runs
 
 
@@ -707,6 +748,7 @@ __all__ = [
     "cancel_watch",
     "category_deployments",
     "clear_queued",
+    "crash_dead_runs",
     "deployment_parameters",
     "deployments_on_work_pool",
     "ensure_concurrency_limit",
@@ -715,6 +757,7 @@ __all__ = [
     "find_session_run",
     "follow_run",
     "hold_slot",
+    "mark_crashed",
     "pause_schedules",
     "ping",
     "read_limit",

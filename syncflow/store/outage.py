@@ -131,7 +131,7 @@ def retrying(fn: Callable[[], T], *, what: str, url: str | None = None, seconds:
     ``fn`` must be a unit of work: its transactions rolled back when the connection was lost,
     so running it again loses and duplicates nothing."""
     budget = retry_seconds() if seconds is None else seconds
-    started = time.monotonic()
+    failed_at: float | None = None  # the outage is timed from the first failure
     attempt = 0
     while True:
         try:
@@ -139,7 +139,9 @@ def retrying(fn: Callable[[], T], *, what: str, url: str | None = None, seconds:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            waited = time.monotonic() - started
+            if failed_at is None:
+                failed_at = time.monotonic()
+            waited = time.monotonic() - failed_at
             if waited >= budget:
                 raise unavailable(url, waited, exc) from None
             pause = min(_delay(attempt), max(budget - waited, 0.0))

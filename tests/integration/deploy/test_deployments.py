@@ -148,6 +148,7 @@ def test_setup_is_idempotent_and_the_deployments_exist(lp: LocalPrefect) -> None
     assert deps["scheduled-account"] == ("syncflow", ["0 * * * *"])
     assert deps["scheduled-messages"] == ("syncflow", ["*/15 * * * *"])
     assert deps["daily"] == ("syncflow", ["30 3 * * *"])
+    assert deps["every-5-minutes"] == ("syncflow", ["*/5 * * * *"])  # the sweep
     assert deps["instance"][0] == deps["db-instance"][0] == "syncflow"
 
 
