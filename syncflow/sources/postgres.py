@@ -28,6 +28,8 @@ Memberships: ``ops`` or ``ops WITH ADMIN OPTION`` (PostgreSQL 16+: also ``INHERI
 
 **Capacity**: ``pg_database_size`` of every database; the connected database also lists its
 ``top_tables`` largest tables (``pg_total_relation_size`` = ``pg_table_size`` + ``pg_indexes_size``).
+A database the user may not measure (no CONNECT, not a member of ``pg_read_all_stats``) fails the
+read with a :class:`~syncflow.errors.PermanentSyncError` naming it: never a made-up size.
 
 **Config**: ``pg_settings``; value is what ``SHOW`` prints (``4MB``), attributes ``setting``
 (raw), ``unit``, ``source``, ``context``, ``vartype``, ``pending_restart``. Sensitive names
@@ -41,6 +43,7 @@ import logging
 from collections import defaultdict
 from typing import Any, Final
 
+from syncflow.errors import PermanentSyncError
 from syncflow.sources.db_connection import DbConnection, open_postgres
 from syncflow.sources.db_snapshots import (
     AccountSnapshot,
@@ -149,8 +152,13 @@ FROM g JOIN n USING (schema_name)
 GROUP BY g.grantee, g.schema_name, g.privilege, g.grantable, n.total
 """
 
+# pg_database_size needs CONNECT on the database or the privileges of pg_read_all_stats: a
+# database the user may not measure gives NULL here instead of failing the whole query.
 _DATABASE_SIZES_SQL: Final = """
-SELECT d.datname, pg_catalog.pg_database_size(d.oid)
+SELECT d.datname,
+       CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT')
+                 OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+            THEN pg_catalog.pg_database_size(d.oid) END
 FROM pg_catalog.pg_database d
 ORDER BY d.datname
 """
@@ -252,8 +260,16 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
                         rows=rows,
                     )
                 )
+    hidden = [datname for datname, size in sizes if size is None]
+    if hidden:
+        raise PermanentSyncError(
+            f"{conn.describe()}: capacity would be incomplete, refusing to report sizes it cannot measure: "
+            f"the user may measure {len(sizes) - len(hidden)} of {len(sizes)} databases, it lacks CONNECT on "
+            f"{', '.join(hidden)} (while reading capacity; GRANT pg_read_all_stats TO the user, or GRANT CONNECT "
+            "ON DATABASE ... TO it)"
+        )
     return [
-        DatabaseSize(database=datname, bytes=int(size or 0), tables=list(tables) if datname == current else [])
+        DatabaseSize(database=datname, bytes=int(size), tables=list(tables) if datname == current else [])
         for datname, size in sizes
     ]
 

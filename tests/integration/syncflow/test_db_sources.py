@@ -429,7 +429,7 @@ def test_pg_missing_privilege_is_permanent_and_names_it(pg: PgSandbox) -> None:
         read_capacity(as_nosy)
     assert not isinstance(err.value, AuthError)
     msg = str(err.value)
-    assert "permission denied for database" in msg and "while reading capacity" in msg and nosy in msg
+    assert "lacks CONNECT on" in msg and pg.database in msg and "while reading capacity" in msg and nosy in msg
     # Connecting to a database it may not connect to is a refused login.
     with pytest.raises(AuthError, match="permission denied for database"):
         read_accounts(replace(as_nosy, database=pg.database))
