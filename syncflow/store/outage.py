@@ -100,8 +100,8 @@ def _driver_transient(orig: BaseException) -> bool:
         msg = str(orig)
         return "FATAL:" not in msg or any(m in msg for m in _PG_FATAL_TRANSIENT)
     if mod.startswith("pymysql"):
-        args = getattr(orig, "args", ())
-        return bool(args) and args[0] in _MY_TRANSIENT
+        args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+        return len(args) > 0 and args[0] in _MY_TRANSIENT
     if mod.startswith("sqlite3"):
         msg = str(orig).lower()
         return "database is locked" in msg or "database table is locked" in msg
@@ -121,7 +121,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def _delay(attempt: int) -> float:
     """Backoff before retry ``attempt`` (0-based): 0.25, 0.5, 1, 2, 4, 5, 5, ... s, +-20 %."""
-    return min(0.25 * 2**attempt, 5.0) * random.uniform(0.8, 1.2)
+    return float(min(0.25 * 2.0**attempt, 5.0) * random.uniform(0.8, 1.2))
 
 
 def retrying(fn: Callable[[], T], *, what: str, url: str | None = None, seconds: float | None = None) -> T:
