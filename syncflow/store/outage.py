@@ -19,7 +19,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, event
@@ -56,11 +58,29 @@ class StoreUnavailable(SyncflowError):
     """The store stayed unreachable longer than ``SYNCFLOW_STORE_RETRY_SECONDS``."""
 
 
+_patience: ContextVar[float | None] = ContextVar("syncflow_store_patience", default=None)
+
+
 def retry_seconds() -> float:
-    """How long a unit of work waits for the store (``SYNCFLOW_STORE_RETRY_SECONDS``)."""
+    """How long a unit of work waits for the store: ``SYNCFLOW_STORE_RETRY_SECONDS``, or what
+    an enclosing :func:`patience` says."""
+    override = _patience.get()
+    if override is not None:
+        return override
     from syncflow.settings import get_settings
 
     return float(get_settings().store_retry_seconds)
+
+
+@contextmanager
+def patience(seconds: float) -> Iterator[None]:
+    """Wait at most ``seconds`` for the store inside the block (this thread/task only), e.g. a
+    health check that must answer quickly."""
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
 
 
 def safe_url(url: str) -> str:
@@ -190,7 +210,7 @@ def install_connect_retry(engine: Engine, *, seconds: Callable[[], float] = retr
                 pause = min(_delay(attempt), max(budget - waited, 0.0))
                 attempt += 1
                 # quiet at first (a restart takes a second or two), a warning once it lasts
-                level = logging.WARNING if attempt % 10 == 0 else logging.INFO
+                level = logging.WARNING if attempt == 4 or attempt % 10 == 0 else logging.INFO
                 log.log(
                     level, "cannot connect to the store at %s for %.0f s (%s); retrying", url, waited, reason_of(exc)
                 )
@@ -201,6 +221,7 @@ __all__ = [
     "StoreUnavailable",
     "install_connect_retry",
     "is_transient",
+    "patience",
     "reason_of",
     "retry_seconds",
     "retrying",
