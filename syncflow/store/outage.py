@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,6 +145,30 @@ def _delay(attempt: int) -> float:
     return float(min(0.25 * 2.0**attempt, 5.0) * random.uniform(0.8, 1.2))
 
 
+# When a wait gave up (the store stayed away for the whole budget), the outage is known: later
+# units of work of this process try once and fail at once, instead of each waiting the budget
+# again (a failing sync's finish, its session's book-keeping, ...); the first connection that
+# succeeds ends it.
+_outage: dict[str, float] = {}  # "since": monotonic time the known outage began
+_outage_lock = threading.Lock()
+
+
+def _known_outage() -> float | None:
+    with _outage_lock:
+        return _outage.get("since")
+
+
+def _gave_up(since: float) -> None:
+    with _outage_lock:
+        _outage.setdefault("since", since)
+
+
+def _reached() -> None:
+    if _outage:
+        with _outage_lock:
+            _outage.clear()
+
+
 def retrying(fn: Callable[[], T], *, what: str, url: str | None = None, seconds: float | None = None) -> T:
     """``fn()``, run again (with backoff) while it fails because the store went away, for at most
     ``seconds`` (default ``SYNCFLOW_STORE_RETRY_SECONDS``); then :class:`StoreUnavailable`.
@@ -160,9 +185,10 @@ def retrying(fn: Callable[[], T], *, what: str, url: str | None = None, seconds:
             if not is_transient(exc):
                 raise
             if failed_at is None:
-                failed_at = time.monotonic()
+                failed_at = _known_outage() or time.monotonic()
             waited = time.monotonic() - failed_at
-            if waited >= budget:
+            if waited >= budget or _known_outage() is not None:
+                _gave_up(failed_at)
                 raise unavailable(url, waited, exc) from None
             pause = min(_delay(attempt), max(budget - waited, 0.0))
             attempt += 1
@@ -195,26 +221,34 @@ def install_connect_retry(engine: Engine, *, seconds: Callable[[], float] = retr
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, _rec: Any, cargs: Any, cparams: Any) -> Any:
-        budget = seconds()
-        started = time.monotonic()
+        known = _known_outage()
+        budget = 0.0 if known is not None else seconds()  # a known outage: one try
+        started = known or time.monotonic()
         attempt = 0
+        warned = said = False
         while True:
             try:
-                return dialect.connect(*cargs, **cparams)
+                connection = dialect.connect(*cargs, **cparams)
             except Exception as exc:
                 if not _driver_transient(exc):
                     raise
                 waited = time.monotonic() - started
-                if waited >= budget:
+                if known is not None or waited >= budget:
+                    _gave_up(started)
                     raise unavailable(url, waited, exc) from None
                 pause = min(_delay(attempt), max(budget - waited, 0.0))
                 attempt += 1
-                # quiet at first (a restart takes a second or two), a warning once it lasts
-                level = logging.WARNING if attempt == 4 or attempt % 10 == 0 else logging.INFO
+                # quiet at first (a restart takes a second or two), a warning once it lasts 10 s
+                warned = warned or waited >= 10
+                level = logging.WARNING if warned and (attempt % 10 == 0 or not said) else logging.INFO
+                said = said or level == logging.WARNING
                 log.log(
                     level, "cannot connect to the store at %s for %.0f s (%s); retrying", url, waited, reason_of(exc)
                 )
                 time.sleep(pause)
+            else:
+                _reached()
+                return connection
 
 
 __all__ = [
