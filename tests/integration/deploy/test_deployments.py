@@ -458,7 +458,7 @@ def test_prefect_flow_run_cancel_under_syncflow_runner_cancels_the_session(
 ) -> None:
     lp = bare_prefect
     lp.spawn("runner", [SYNCFLOW, "runner", "--no-schedules"])
-    wait_for(lambda: "serving 6 deployment(s)" in lp.log("runner"), what="the runner to serve", timeout=120)
+    wait_for(lambda: "serving 7 deployment(s)" in lp.log("runner"), what="the runner to serve", timeout=120)
     sid, run_id = _start_slow(lp, store, seq, "rc")
     lp.run([PREFECT, "flow-run", "cancel", run_id])
     _assert_cancelled_with_progress_kept(lp, store, sid, run_id)
