@@ -8,7 +8,6 @@ reached only lazily inside the commands, through the seam (``tasks.prefect_api``
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import sys
 import uuid
 from typing import Annotated, Any
@@ -23,7 +22,6 @@ from syncflow.errors import ConfigError, IllegalTransitionError
 from syncflow.reports.changes import change_lines
 from syncflow.reports.sessions import progress_text, unit_of
 from syncflow.schemas import RecordView, SessionProgress, session_detail_view, session_view
-from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
 from syncflow.store.chats import chat_titles
@@ -358,14 +356,10 @@ def sweep_cmd(
     """Repair what crashed workers left: fail open records of running sessions whose lease ran out
     ("worker lost"), finish their sessions, release expired leases, and mark the flow runs of the
     dead processes Crashed in Prefect. The deployment sweep/every-5-minutes runs the same."""
-    from syncflow.book import RECHECK_HOURS
-    from syncflow.store.models import utcnow
+    from syncflow import book as units
 
-    seconds = older_than if older_than is not None else float(get_settings().lock_lease_seconds)
-    with session_scope(out.checked_engine()) as s:
-        payload = book.sweep(s, older_than_seconds=seconds).as_dict()
-        earlier = book.swept_flow_runs(s, since=utcnow() - dt.timedelta(hours=RECHECK_HOURS))
-    payload["dead_flow_runs"] += [r for r in earlier if r not in payload["dead_flow_runs"]]
+    out.checked_engine()  # a store that was never migrated is refused in one line
+    payload = units.sweep(older_than)  # default age: the lease (SYNCFLOW_LOCK_LEASE_SECONDS)
     payload["crashed_flow_runs"], payload["prefect_error"] = [], None
     if prefect and payload["dead_flow_runs"]:
         payload["crashed_flow_runs"], payload["prefect_error"] = crash_flow_runs(payload["dead_flow_runs"])
