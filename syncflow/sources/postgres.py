@@ -3,7 +3,7 @@
 Every read runs in one ``REPEATABLE READ, READ ONLY`` transaction, so its queries see one
 consistent snapshot of the catalogs, and needs no privilege beyond what any role has, except:
 ``pg_database_size`` needs CONNECT on every database (or membership of ``pg_read_all_stats``),
-and some settings are shown only to superusers or members of ``pg_read_all_settings``.
+and the config needs superuser or ``pg_read_all_settings`` (some settings are shown only to them).
 
 **Accounts** are the roles of the cluster except the predefined ``pg_*`` ones. Attributes:
 ``login``, ``superuser``, ``createdb``, ``createrole``, ``replication``, ``bypassrls``,
@@ -31,8 +31,10 @@ Memberships: ``ops`` or ``ops WITH ADMIN OPTION`` (PostgreSQL 16+: also ``INHERI
 A database the user may not measure (no CONNECT, not a member of ``pg_read_all_stats``) fails the
 read with a :class:`~syncflow.errors.PermanentSyncError` naming it: never a made-up size.
 
-**Config**: ``pg_settings``; value is what ``SHOW`` prints (``4MB``), attributes ``setting``
-(raw), ``unit``, ``source``, ``context``, ``vartype``, ``pending_restart``. Sensitive names
+**Config**: ``pg_settings`` (needs superuser or ``pg_read_all_settings``: without it the
+superuser-only settings are hidden and the read fails rather than store a subset); value is
+what ``SHOW`` prints (``4MB``), attributes ``setting`` (raw), ``unit``, ``source``,
+``context``, ``vartype``, ``pending_restart``. Sensitive names
 (:func:`~syncflow.sources.db_snapshots.is_sensitive_setting`) and the per-connection ones
 (``application_name``, ``transaction_*``, ...) are left out.
 """
@@ -175,6 +177,11 @@ ORDER BY total DESC, n.nspname, c.relname
 LIMIT %(limit)s
 """
 
+_SEES_ALL_SETTINGS_SQL: Final = """
+SELECT r.rolsuper OR pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
+"""
+
 _SETTINGS_SQL: Final = """
 SELECT name, current_setting(name), setting, unit, source, context, vartype, pending_restart
 FROM pg_catalog.pg_settings
@@ -275,10 +282,20 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
 
 
 def read_settings(conn: DbConnection) -> list[SettingSnapshot]:
-    """Every setting the connected user may see (but sensitive and per-connection ones), by name."""
+    """Every setting of the server (but sensitive and per-connection ones), by name.
+
+    pg_settings hides the superuser-only settings (``data_directory``, ``hba_file``, ...) from a
+    role that is neither superuser nor a member of ``pg_read_all_settings``: such a read would
+    be a silent subset (and a later diff would call those settings deleted), so it fails."""
     out = []
     # No session options here: pg_settings must show the server's values, not ours.
     with open_postgres(conn, "reading settings", session_options=False) as pg:
+        if not pg.execute(_SEES_ALL_SETTINGS_SQL).fetchone()[0]:  # type: ignore[index]
+            raise PermanentSyncError(
+                f"{conn.describe()}: config would be incomplete, refusing to report a part as the whole: the "
+                "user cannot see the superuser-only settings (data_directory, config_file, hba_file, ...) "
+                "(while reading settings; GRANT pg_read_all_settings TO the user)"
+            )
         for name, shown, setting, unit, source, context, vartype, pending in pg.execute(_SETTINGS_SQL):
             if name.lower() in SESSION_SETTINGS or is_sensitive_setting(name):
                 continue

@@ -40,9 +40,15 @@ def test_pg_capacity_refuses_databases_the_role_cannot_measure_then_pg_read_all_
     assert "lacks CONNECT on" in msg and pg.database in msg and "pg_read_all_stats" in msg and watcher in msg
     assert "refusing to report sizes it cannot measure" in msg
 
-    # what needs no privilege still works for it (accounts, settings)
+    # accounts need no privilege
     assert watcher in {a.identity for a in read_accounts(as_watcher)}
-    assert any(s.name == "work_mem" for s in read_settings(as_watcher))
+    # config: pg_settings hides the superuser-only settings from it -> refused, not a subset
+    with pytest.raises(PermanentSyncError) as err:
+        read_settings(as_watcher)
+    msg = str(err.value)
+    assert "config would be incomplete" in msg and "GRANT pg_read_all_settings" in msg and watcher in msg
+    pg.run("GRANT pg_read_all_settings TO {watcher}", watcher=watcher, database="postgres")
+    assert {s.name for s in read_settings(as_watcher)} == {s.name for s in read_settings(pg.admin)}
 
     # the documented minimal grant for capacity: pg_read_all_stats (no CONNECT needed)
     pg.run("GRANT pg_read_all_stats TO {watcher}", watcher=watcher, database="postgres")

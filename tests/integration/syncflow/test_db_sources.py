@@ -318,7 +318,7 @@ def test_pg_full_server_snapshot_is_stable(engine: Engine, pg: PgSandbox) -> Non
 
 def test_pg_settings_per_database_and_per_role_changes(engine: Engine, pg: PgSandbox) -> None:
     setter = pg.role("setter")
-    pg.run("CREATE ROLE {setter} LOGIN", setter=setter)
+    pg.run("CREATE ROLE {setter} LOGIN", "GRANT pg_read_all_settings TO {setter}", setter=setter)
     as_setter = pg.conn(user=setter)
     first = read_settings(as_setter)
     names = [s.name for s in first]
