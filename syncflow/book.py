@@ -167,6 +167,27 @@ def cleanup(retention_days: int) -> dict[str, Any]:
     return {"deleted_sessions": deleted, "retention_days": retention_days, "released_leases": released}
 
 
+RECHECK_HOURS = 24  # how far back a sweep checks again the flow runs of records it failed
+SWEEP_CRASH_REASON = "process gone: its lease ran out with no update (syncflow sweep)"
+
+
+def sweep(older_than_seconds: float | None = None) -> dict[str, Any]:
+    """Fail the records whose worker is gone, finish their sessions, release expired leases
+    (one transaction); ``dead_flow_runs`` lists the Prefect runs to mark Crashed: this sweep's,
+    and those of records swept within :data:`RECHECK_HOURS` (checked again: a sweep may not
+    have reached Prefect). Default age: the lease (SYNCFLOW_LOCK_LEASE_SECONDS)."""
+    import datetime as dt
+
+    from syncflow.store.models import utcnow
+
+    seconds = float(get_settings().lock_lease_seconds) if older_than_seconds is None else older_than_seconds
+    with session_scope() as s:
+        out = sessions_.sweep(s, older_than_seconds=seconds).as_dict()
+        earlier = sessions_.swept_flow_runs(s, since=utcnow() - dt.timedelta(hours=RECHECK_HOURS))
+    out["dead_flow_runs"] += [r for r in earlier if r not in out["dead_flow_runs"]]
+    return dict(out)
+
+
 __all__ = [
     "PlannedRecord",
     "PlannedSession",
@@ -182,5 +203,6 @@ __all__ = [
     "session_detail",
     "session_exists",
     "session_status",
+    "sweep",
     "touch",
 ]

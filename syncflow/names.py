@@ -63,6 +63,7 @@ SCHEDULED_DEPLOYMENTS: tuple[str, ...] = (
     f"{SESSION_FLOW}/scheduled-account",
     f"{SESSION_FLOW}/scheduled-messages",
     "cleanup/daily",
+    "sweep/every-5-minutes",  # marks killed runs Crashed, closes their records (flows/sweep.py)
 )
 # Scale-out: the deployments that run one instance sync of a session on any worker.
 INSTANCE_DEPLOYMENT = "sync-instance/instance"

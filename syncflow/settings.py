@@ -35,6 +35,14 @@ class Settings(BaseSettings):
         ge=5,
         description="Lease of the per-(instance, category) single-flight lock; renewed while a sync runs.",
     )
+    store_retry_seconds: float = Field(
+        default=60,
+        ge=0,
+        description=(
+            "How long a sync waits for a store that went away (PostgreSQL restart, lost connection, "
+            "locked SQLite file), retrying with backoff, before it fails with one line."
+        ),
+    )
 
     batches_per_task: int = Field(
         default=100,

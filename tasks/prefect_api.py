@@ -395,6 +395,47 @@ async def cancel_run(flow_run_id: str, *, reason: str, timeout: float) -> str:
     return await bounded(f"cancelling flow run {flow_run_id}", go(), timeout)
 
 
+async def crash_dead_runs(flow_run_ids: Sequence[str], *, reason: str, timeout: float) -> list[dict[str, Any]]:
+    """Close flow runs whose process is gone (``syncflow sweep``): Running/Pending -> Crashed,
+    Cancelling -> Cancelled, with ``reason``. Runs already final (or scheduled, paused, unknown
+    to this Prefect API) are left as they are and not listed."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelled, Crashed
+
+    async def go() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        async with _client() as client:
+            for fid in flow_run_ids:
+                try:
+                    run = await client.read_flow_run(fid)
+                except ObjectNotFound:
+                    continue
+                st = run.state
+                if st is None or st.type not in (StateType.RUNNING, StateType.PENDING, StateType.CANCELLING):
+                    continue
+                new = Cancelled(message=reason) if st.type == StateType.CANCELLING else Crashed(message=reason)
+                result = await client.set_flow_run_state(fid, new, force=True)
+                accepted = result.status.value == "ACCEPT"
+                out.append(
+                    {
+                        "flow_run_id": str(fid),
+                        "name": run.name,
+                        "was": st.name,
+                        "now": new.name if accepted else f"not changed ({result.status.value.lower()})",
+                    }
+                )
+        return out
+
+    return await bounded("marking dead flow runs crashed", go(), timeout)
+
+
+@task(name="mark-crashed", cache_policy=NO_CACHE)
+async def mark_crashed(flow_run_ids: list[str], reason: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """The sweep flow's step: :func:`crash_dead_runs`."""
+    return await crash_dead_runs(flow_run_ids, reason=reason, timeout=timeout)
+
+
 # ---------------------------------------------------------------------- finding runs
 
 
@@ -438,13 +479,18 @@ async def find_session_run(session_id: str, timeout: float) -> QueuedRun | None:
     return await bounded("looking up a session's flow run", go(), timeout)
 
 
-async def clear_queued(category: str, *, reason: str, timeout: float, limit: int = 1000) -> list[dict[str, Any]]:
-    """Cancel the category's session runs that have not started (Scheduled, Late,
-    AwaitingRetry: Cancelled; Pending, i.e. handed to a worker: Cancelling). Running runs stay."""
+async def clear_queued(
+    category: str, *, reason: str, timeout: float, limit: int = 1000, include_future: bool = False
+) -> list[dict[str, Any]]:
+    """Cancel the category's session runs waiting to start: Pending (handed to a worker:
+    Cancelling) and Scheduled-type runs whose start time has come (Scheduled, Late,
+    AwaitingRetry: Cancelled). Scheduled runs still in the future stay unless
+    ``include_future``; running runs always stay."""
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
         FlowRunFilterTags,
@@ -453,12 +499,18 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelled, Cancelling
 
-    async def page(client: Any) -> list[Any]:
-        return await client.read_flow_runs(
+    now = dt.datetime.now(dt.UTC)
+
+    async def page(client: Any, state: Any) -> list[Any]:
+        due = None
+        if state == StateType.SCHEDULED and not include_future:
+            due = FlowRunFilterExpectedStartTime(before_=now)
+        return await client.read_flow_runs(  # type: ignore[no-any-return]
             flow_filter=FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW])),
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[names.category_tag(category)]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING])),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])),
+                expected_start_time=due,
             ),
             sort=FlowRunSort.EXPECTED_START_TIME_ASC,
             limit=200,  # the API's maximum page
@@ -468,11 +520,12 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         async with _client() as client:
-            while len(out) < limit:
-                runs = [r for r in await page(client) if str(r.id) not in seen]
-                if not runs:
-                    break
-                out.extend(await cancel_all(client, runs[: limit - len(out)], seen))
+            for state in (StateType.PENDING, StateType.SCHEDULED):
+                while len(out) < limit:
+                    runs = [r for r in await page(client, state) if str(r.id) not in seen]
+                    if not runs:
+                        break
+                    out.extend(await cancel_all(client, runs[: limit - len(out)], seen))
         return out
 
     async def cancel_all(client: Any, runs: list[Any], seen: set[str]) -> list[dict[str, Any]]:
@@ -490,6 +543,7 @@ async def clear_queued(category: str, *, reason: str, timeout: float, limit: int
                     "flow_run_id": str(run.id),
                     "name": run.name,
                     "was": st.name if st else None,
+                    "expected_start_time": run.expected_start_time.isoformat() if run.expected_start_time else None,
                     "now": new.name if accepted else f"not changed ({result.status.value.lower()})",
                 }
             )
@@ -696,6 +750,7 @@ __all__ = [
     "cancel_watch",
     "category_deployments",
     "clear_queued",
+    "crash_dead_runs",
     "deployment_parameters",
     "deployments_on_work_pool",
     "ensure_concurrency_limit",
@@ -704,6 +759,7 @@ __all__ = [
     "find_session_run",
     "follow_run",
     "hold_slot",
+    "mark_crashed",
     "pause_schedules",
     "ping",
     "read_limit",

@@ -51,6 +51,13 @@ async def cleanup_sessions(retention_days: int) -> dict[str, Any]:
     return await asyncio.to_thread(book.cleanup, retention_days)
 
 
+@task(name="sweep-store", cache_policy=NO_CACHE)
+async def sweep_store(older_than_seconds: float | None = None) -> dict[str, Any]:
+    """Fail the records whose worker is gone, finish their sessions, release expired leases;
+    ``dead_flow_runs``: the Prefect runs of the process that is gone."""
+    return await asyncio.to_thread(book.sweep, older_than_seconds)
+
+
 async def session_exists(session_id: str) -> bool:
     return await asyncio.to_thread(book.session_exists, session_id)
 
@@ -70,4 +77,5 @@ __all__ = [
     "open_session",
     "session_exists",
     "session_summary",
+    "sweep_store",
 ]

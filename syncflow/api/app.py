@@ -32,6 +32,9 @@ from syncflow.errors import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+HEALTH_STORE_WAIT = (
+    2.0  # s /healthz waits for a store that refuses connections (SYNCFLOW_STORE_RETRY_SECONDS elsewhere)
+)
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -157,8 +160,10 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
         503 when the store is down; ``degraded`` (200) when only Prefect is."""
 
         def store() -> str:
-            try:
-                with console.get_engine().connect() as conn:
+            from syncflow.store.outage import patience
+
+            try:  # a probe answers within seconds: a store restart's blip may pass, an outage not
+                with patience(HEALTH_STORE_WAIT), console.get_engine().connect() as conn:
                     conn.execute(text("SELECT 1"))
                 return "ok"
             except Exception as exc:

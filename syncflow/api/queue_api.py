@@ -157,10 +157,21 @@ async def resume(c: ConsoleDep, category: CategoryPath) -> m.PauseOut:
 
 
 @router.delete("/{category}/clear", response_model=m.ClearOut, dependencies=WRITE, responses={**ERR, **BAD, **PREFECT})
-async def clear(c: ConsoleDep, category: CategoryPath) -> m.ClearOut:
-    """Cancel the category's session runs that have not started (Scheduled, Late,
-    AwaitingRetry, Pending). Running runs are left alone (cancel their sessions instead)."""
+async def clear(
+    c: ConsoleDep,
+    category: CategoryPath,
+    include_future: Annotated[
+        bool, Query(description="Also cancel scheduled runs whose start time is still in the future.")
+    ] = False,
+) -> m.ClearOut:
+    """Cancel the category's session runs waiting to start: Pending, and Scheduled/Late/
+    AwaitingRetry runs whose start time has come. Future scheduled runs (a deployment's next
+    cron runs) stay unless ``include_future=true``; running runs are left alone (cancel their
+    sessions instead)."""
     cancelled = await pf.clear_queued(
-        category, reason=f"queue of {category} cleared from the console", timeout=c.settings.prefect_timeout
+        category,
+        reason=f"queue of {category} cleared from the console",
+        timeout=c.settings.prefect_timeout,
+        include_future=include_future,
     )
-    return m.ClearOut(category=category, cancelled=cancelled)
+    return m.ClearOut(category=category, cancelled=cancelled, include_future=include_future)

@@ -251,7 +251,10 @@ class PauseOut(BaseModel):
 
 class ClearOut(BaseModel):
     category: CategoryName
-    cancelled: list[dict[str, Any]] = Field(description="Runs cancelled: id, name, state before and after.")
+    cancelled: list[dict[str, Any]] = Field(
+        description="Runs cancelled: id, name, expected start time, state before and after."
+    )
+    include_future: bool = Field(False, description="Whether future scheduled runs were cancelled too.")
 
 
 class HealthOut(BaseModel):

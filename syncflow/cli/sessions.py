@@ -22,7 +22,6 @@ from syncflow.errors import ConfigError, IllegalTransitionError
 from syncflow.reports.changes import change_lines
 from syncflow.reports.sessions import progress_text, unit_of
 from syncflow.schemas import RecordView, SessionProgress, session_detail_view, session_view
-from syncflow.settings import get_settings
 from syncflow.store import sessions as book
 from syncflow.store import sessions as session_svc
 from syncflow.store.chats import chat_titles
@@ -357,18 +356,49 @@ def sweep_cmd(
             show_default=False,
         ),
     ] = None,
+    prefect: Annotated[
+        bool,
+        typer.Option(
+            "--prefect/--no-prefect",
+            help="Mark the flow runs of the dead processes Crashed in Prefect (default: yes).",
+        ),
+    ] = True,
     _json: out.JsonFlag = False,
 ) -> None:
     """Repair what crashed workers left: fail open records of running sessions whose lease ran out
-    ("worker lost"), finish their sessions, release expired leases."""
-    seconds = older_than if older_than is not None else float(get_settings().lock_lease_seconds)
-    with session_scope(out.checked_engine()) as s:
-        payload = book.sweep(s, older_than_seconds=seconds).as_dict()
-    out.render(
-        ctx,
-        payload,
-        lambda p: (
+    ("worker lost"), finish their sessions, release expired leases, and mark the flow runs of the
+    dead processes Crashed in Prefect. The deployment sweep/every-5-minutes runs the same."""
+    from syncflow import book as units
+
+    out.checked_engine()  # a store that was never migrated is refused in one line
+    payload = units.sweep(older_than)  # default age: the lease (SYNCFLOW_LOCK_LEASE_SECONDS)
+    payload["crashed_flow_runs"], payload["prefect_error"] = [], None
+    if prefect and payload["dead_flow_runs"]:
+        payload["crashed_flow_runs"], payload["prefect_error"] = crash_flow_runs(payload["dead_flow_runs"])
+
+    def text(p: dict[str, Any]) -> str:
+        line = (
             f"swept {len(p['records_failed'])} record(s) (worker lost), finished {len(p['sessions_finished'])} "
-            f"session(s), released {p['leases_released']} expired lease(s)"
-        ),
-    )
+            f"session(s), released {p['leases_released']} expired lease(s), "
+            f"marked {len(p['crashed_flow_runs'])} flow run(s) crashed"
+        )
+        if p["prefect_error"]:
+            line += f"\nwarning: flow runs not marked crashed in Prefect ({p['prefect_error']}); the next sweep retries"
+        return line
+
+    out.render(ctx, payload, text)
+
+
+def crash_flow_runs(flow_run_ids: list[str], *, timeout: float = 60.0) -> tuple[list[dict[str, Any]], str | None]:
+    """Best effort: mark the flow runs of dead processes Crashed (Prefect API of PREFECT_API_URL,
+    or the ephemeral server on Prefect's local database); (what changed, why it failed)."""
+    from syncflow.book import SWEEP_CRASH_REASON
+    from syncflow.cli.sync import _quiet_prefect
+
+    _quiet_prefect()
+    from tasks import prefect_api as pf
+
+    try:
+        return asyncio.run(pf.crash_dead_runs(flow_run_ids, reason=SWEEP_CRASH_REASON, timeout=timeout)), None
+    except Exception as exc:  # Prefect unreachable, refused, too slow, ...
+        return [], out.one_line(str(exc))

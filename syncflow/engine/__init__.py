@@ -7,14 +7,31 @@
 * :mod:`~syncflow.engine.metrics`: what ends up in ``sync_details``;
 * :mod:`~syncflow.engine.options`: per-run options (full, ranges, batch size).
 
+The steps exported here are units of work that wait for a store that went away for a moment
+(a PostgreSQL restart): a step whose connection was lost runs again from what committed, for at
+most ``SYNCFLOW_STORE_RETRY_SECONDS`` (:mod:`syncflow.store.outage`).
+
 No Prefect here: ``tasks/sync.py`` wraps these steps, ``flows/instance_sync.py`` orders them.
 """
 
-from syncflow.engine.incremental import ChunkResult, apply_batch, resume_point, seq_holes, sync_chunk
+from syncflow.engine import incremental as _incremental
+from syncflow.engine import run as _run
+from syncflow.engine import snapshot as _snapshot
+from syncflow.engine.incremental import ChunkResult, apply_batch, seq_holes
 from syncflow.engine.metrics import BatchClock
 from syncflow.engine.options import SyncOptions
-from syncflow.engine.run import InstanceRun, Skipped, begin_instance_sync, finish_instance_sync, should_stop
-from syncflow.engine.snapshot import Stored, store_snapshot
+from syncflow.engine.run import InstanceRun, Skipped
+from syncflow.engine.snapshot import Stored
+from syncflow.store.outage import store_retrying
+
+# A retried chunk resumes after the last committed page; begin/finish/snapshot are one
+# transaction each (rolled back when the connection was lost).
+sync_chunk = store_retrying(_incremental.sync_chunk)
+resume_point = store_retrying(_incremental.resume_point)
+begin_instance_sync = store_retrying(_run.begin_instance_sync)
+finish_instance_sync = store_retrying(_run.finish_instance_sync)
+should_stop = store_retrying(_run.should_stop)
+store_snapshot = store_retrying(_snapshot.store_snapshot)
 
 __all__ = [
     "BatchClock",

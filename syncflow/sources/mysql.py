@@ -38,8 +38,12 @@ Reading accounts needs SELECT on ``mysql.user`` (and ``mysql.global_priv`` on Ma
 without it the read fails with a :class:`~syncflow.errors.PermanentSyncError` naming the table.
 
 **Capacity**: per schema (except ``information_schema`` and ``performance_schema``) the sum
-of ``DATA_LENGTH + INDEX_LENGTH`` of its tables, and its ``top_tables`` largest tables. A
-user without ``SHOW DATABASES`` only sees the schemas it has privileges in.
+of ``DATA_LENGTH + INDEX_LENGTH`` of its tables, and its ``top_tables`` largest tables. It
+needs ``SHOW DATABASES`` and a table privilege on ``*.*`` (``SHOW VIEW`` reads no data): a user
+without them sees only some schemas, and tables it has no privilege on read as missing (a
+schema of 10 MiB as 0 B). The read checks the user's grants (``SHOW GRANTS``, with its
+current role's) and fails with a :class:`~syncflow.errors.PermanentSyncError` naming what is
+missing rather than report a made-up size.
 
 **Config**: ``SHOW GLOBAL VARIABLES`` (names lower case) but the sensitive ones and the
 GTID positions that change with every write.
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from syncflow.errors import PermanentSyncError
 from syncflow.sources.db_connection import DbConnection, open_mysql
 from syncflow.sources.db_snapshots import (
     AccountSnapshot,
@@ -411,6 +416,9 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
                 log.debug("%s: cannot turn off information_schema_stats_expiry", conn.address, exc_info=True)
         cur.execute(_CAPACITY_SQL, VIRTUAL_SCHEMAS)
         rows = cur.fetchall()
+        cur.execute("SHOW GRANTS")  # the current user's, with its current role's (MariaDB)
+        grants = parse_grants(str(r[0]) for r in cur.fetchall())
+    _check_capacity_visibility(conn, grants, sorted({str(r[0]) for r in rows}))
     totals: dict[str, int] = {}
     tables: dict[str, list[TableSize]] = defaultdict(list)
     for schema, table, data_length, index_length, table_rows in rows:
@@ -434,6 +442,50 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
         largest = sorted(tables[schema], key=lambda t: (-t.bytes, t.name))[: max(0, top_tables)]
         out.append(DatabaseSize(database=schema, bytes=totals[schema], tables=[t.to_json() for t in largest]))
     return out
+
+
+# Table privileges: one of them on *.* lets information_schema.TABLES show every table with its
+# size; without one, a table the user has no privilege on is missing (or its schema reads 0 B).
+TABLE_PRIVILEGES: Final = frozenset(
+    {
+        "ALL PRIVILEGES",
+        "ALTER",
+        "CREATE",
+        "CREATE VIEW",
+        "DELETE",
+        "DELETE HISTORY",
+        "DROP",
+        "INDEX",
+        "INSERT",
+        "REFERENCES",
+        "SELECT",
+        "SHOW VIEW",
+        "TRIGGER",
+        "UPDATE",
+    }
+)
+CAPACITY_GRANT: Final = "GRANT SHOW DATABASES, SHOW VIEW ON *.*"
+
+
+def _check_capacity_visibility(conn: DbConnection, grants: ParsedGrants, schemas: list[str]) -> None:
+    """Refuse a capacity the user cannot see whole: without SHOW DATABASES only the schemas it
+    has privileges in are listed, and without a table privilege on ``*.*`` the tables it has none
+    on are left out of ``information_schema.TABLES`` (their schema then reads 0 B)."""
+    on_all = {p.removesuffix(" on *.*") for p in grants.privileges if p.endswith(" on *.*")}
+    lacks = []
+    if "SHOW DATABASES" not in on_all and not on_all & TABLE_PRIVILEGES:
+        lacks.append("SHOW DATABASES (it sees only the schemas it has privileges in)")
+    if not on_all & TABLE_PRIVILEGES:
+        lacks.append(
+            "a table privilege such as SHOW VIEW on *.* (tables it has no privilege on read as missing or 0 B)"
+        )
+    if lacks:
+        shown = ", ".join(schemas[:5]) + (", ..." if len(schemas) > 5 else "")
+        raise PermanentSyncError(
+            f"{conn.describe()}: capacity would be incomplete, refusing to report sizes it cannot measure: "
+            f"the user sees {len(schemas)} schema(s){f' ({shown})' if schemas else ''} and lacks "
+            f"{' and '.join(lacks)} (while reading capacity; {CAPACITY_GRANT} TO the user)"
+        )
 
 
 def read_settings(conn: DbConnection) -> list[SettingSnapshot]:

@@ -3,7 +3,7 @@
 Every read runs in one ``REPEATABLE READ, READ ONLY`` transaction, so its queries see one
 consistent snapshot of the catalogs, and needs no privilege beyond what any role has, except:
 ``pg_database_size`` needs CONNECT on every database (or membership of ``pg_read_all_stats``),
-and some settings are shown only to superusers or members of ``pg_read_all_settings``.
+and the config needs superuser or ``pg_read_all_settings`` (some settings are shown only to them).
 
 **Accounts** are the roles of the cluster except the predefined ``pg_*`` ones. Attributes:
 ``login``, ``superuser``, ``createdb``, ``createrole``, ``replication``, ``bypassrls``,
@@ -28,9 +28,13 @@ Memberships: ``ops`` or ``ops WITH ADMIN OPTION`` (PostgreSQL 16+: also ``INHERI
 
 **Capacity**: ``pg_database_size`` of every database; the connected database also lists its
 ``top_tables`` largest tables (``pg_total_relation_size`` = ``pg_table_size`` + ``pg_indexes_size``).
+A database the user may not measure (no CONNECT, not a member of ``pg_read_all_stats``) fails the
+read with a :class:`~syncflow.errors.PermanentSyncError` naming it: never a made-up size.
 
-**Config**: ``pg_settings``; value is what ``SHOW`` prints (``4MB``), attributes ``setting``
-(raw), ``unit``, ``source``, ``context``, ``vartype``, ``pending_restart``. Sensitive names
+**Config**: ``pg_settings`` (needs superuser or ``pg_read_all_settings``: without it the
+superuser-only settings are hidden and the read fails rather than store a subset); value is
+what ``SHOW`` prints (``4MB``), attributes ``setting`` (raw), ``unit``, ``source``,
+``context``, ``vartype``, ``pending_restart``. Sensitive names
 (:func:`~syncflow.sources.db_snapshots.is_sensitive_setting`) and the per-connection ones
 (``application_name``, ``transaction_*``, ...) are left out.
 """
@@ -41,6 +45,7 @@ import logging
 from collections import defaultdict
 from typing import Any, Final
 
+from syncflow.errors import PermanentSyncError
 from syncflow.sources.db_connection import DbConnection, open_postgres
 from syncflow.sources.db_snapshots import (
     AccountSnapshot,
@@ -149,8 +154,13 @@ FROM g JOIN n USING (schema_name)
 GROUP BY g.grantee, g.schema_name, g.privilege, g.grantable, n.total
 """
 
+# pg_database_size needs CONNECT on the database or the privileges of pg_read_all_stats: a
+# database the user may not measure gives NULL here instead of failing the whole query.
 _DATABASE_SIZES_SQL: Final = """
-SELECT d.datname, pg_catalog.pg_database_size(d.oid)
+SELECT d.datname,
+       CASE WHEN pg_catalog.has_database_privilege(d.oid, 'CONNECT')
+                 OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE')
+            THEN pg_catalog.pg_database_size(d.oid) END
 FROM pg_catalog.pg_database d
 ORDER BY d.datname
 """
@@ -165,6 +175,11 @@ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamesp
 WHERE c.relkind IN ('r', 'm') AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
 ORDER BY total DESC, n.nspname, c.relname
 LIMIT %(limit)s
+"""
+
+_SEES_ALL_SETTINGS_SQL: Final = """
+SELECT r.rolsuper OR pg_catalog.pg_has_role('pg_read_all_settings', 'USAGE')
+FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
 """
 
 _SETTINGS_SQL: Final = """
@@ -252,6 +267,14 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
                         rows=rows,
                     )
                 )
+    hidden = [datname for datname, size in sizes if size is None]
+    if hidden:
+        raise PermanentSyncError(
+            f"{conn.describe()}: capacity would be incomplete, refusing to report sizes it cannot measure: "
+            f"the user may measure {len(sizes) - len(hidden)} of {len(sizes)} databases, it lacks CONNECT on "
+            f"{', '.join(hidden)} (while reading capacity; GRANT pg_read_all_stats TO the user, or GRANT CONNECT "
+            "ON DATABASE ... TO it)"
+        )
     return [
         DatabaseSize(
             database=datname, bytes=int(size or 0), tables=[t.to_json() for t in tables] if datname == current else []
@@ -261,10 +284,20 @@ def read_capacity(conn: DbConnection, *, top_tables: int = DEFAULT_TOP_TABLES) -
 
 
 def read_settings(conn: DbConnection) -> list[SettingSnapshot]:
-    """Every setting the connected user may see (but sensitive and per-connection ones), by name."""
+    """Every setting of the server (but sensitive and per-connection ones), by name.
+
+    pg_settings hides the superuser-only settings (``data_directory``, ``hba_file``, ...) from a
+    role that is neither superuser nor a member of ``pg_read_all_settings``: such a read would
+    be a silent subset (and a later diff would call those settings deleted), so it fails."""
     out = []
     # No session options here: pg_settings must show the server's values, not ours.
     with open_postgres(conn, "reading settings", session_options=False) as pg:
+        if not pg.execute(_SEES_ALL_SETTINGS_SQL).fetchone()[0]:  # type: ignore[index]
+            raise PermanentSyncError(
+                f"{conn.describe()}: config would be incomplete, refusing to report a part as the whole: the "
+                "user cannot see the superuser-only settings (data_directory, config_file, hba_file, ...) "
+                "(while reading settings; GRANT pg_read_all_settings TO the user)"
+            )
         for name, shown, setting, unit, source, context, vartype, pending in pg.execute(_SETTINGS_SQL):
             if name.lower() in SESSION_SETTINGS or is_sensitive_setting(name):
                 continue

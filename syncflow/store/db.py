@@ -2,7 +2,8 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and
 ``BEGIN IMMEDIATE`` transactions so concurrent writers from several processes queue up
-instead of failing. PostgreSQL sessions run in UTC.
+instead of failing. PostgreSQL sessions run in UTC. PostgreSQL/MySQL engines check a pooled
+connection before use and wait for a store that restarts (:mod:`syncflow.store.outage`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncflow.settings import get_settings
+from syncflow.store.outage import install_connect_retry
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -52,8 +54,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, connect_args={"options": "-c timezone=UTC"}, **kwargs)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+        engine = create_engine(url, connect_args={"options": "-c timezone=UTC"}, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(url, **kwargs)
+    install_connect_retry(engine)
+    return engine
 
 
 def get_engine(url: str | None = None) -> Engine:

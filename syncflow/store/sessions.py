@@ -567,17 +567,24 @@ def category_busy(session: Session, *, category: str, lease_seconds: float, now:
     return bool(recent)
 
 
+SWEPT_PREFIX = "worker lost:"  # how a record the sweep failed starts its error message
+
+
 @dataclass
 class SweepResult:
     records_failed: list[int] = field(default_factory=list)
     sessions_finished: list[str] = field(default_factory=list)
     leases_released: int = 0
+    # Prefect flow runs whose process is gone: the swept records' runs, and the parent runs of
+    # sessions whose heartbeat is as old as the records (the caller marks them Crashed)
+    dead_flow_runs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "records_failed": self.records_failed,
             "sessions_finished": self.sessions_finished,
             "leases_released": self.leases_released,
+            "dead_flow_runs": self.dead_flow_runs,
         }
 
 
@@ -612,6 +619,7 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
                 SyncInstanceRecord.session_id,
                 SyncInstanceRecord.status,
                 SyncInstanceRecord.updated_at,
+                SyncSession.updated_at,
             )
             .join(SyncSession, SyncSession.session_id == SyncInstanceRecord.session_id)
             .where(
@@ -625,8 +633,9 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
         ).all()
     )
     out = SweepResult()
-    for rec_id, sid, status, updated in stale:
+    for rec_id, sid, status, updated, heartbeat in stale:
         row = _lock_session(session, sid)
+        parent_dead = heartbeat < cutoff  # the parent's heartbeat (touch_session) stopped too
         rec = session.scalar(
             select(SyncInstanceRecord)
             .where(SyncInstanceRecord.id == rec_id)
@@ -641,18 +650,38 @@ def sweep(session: Session, *, older_than_seconds: float, now: dt.datetime | Non
             continue
         rec.status = RecordStatus.FAILED.value
         rec.error_message = (
-            f"worker lost: {rec.instance_name} was {status} with no live lease and no update since "
+            f"{SWEPT_PREFIX} {rec.instance_name} was {status} with no live lease and no update since "
             f"{updated.isoformat() if updated else '?'} (swept)"
         )
         rec.completed_at = now
         session.flush()
         out.records_failed.append(rec_id)
+        for run_id in (rec.flow_run_id, row.flow_run_id if parent_dead else None):
+            if run_id and run_id not in out.dead_flow_runs:
+                out.dead_flow_runs.append(run_id)
         _recount(session, row)
         if row.finished and sid not in out.sessions_finished:
             out.sessions_finished.append(sid)
     out.leases_released = sync_state.release_expired(session, now=now)
     log.info("sweep: %s", out.as_dict())
     return out
+
+
+def swept_flow_runs(session: Session, *, since: dt.datetime) -> list[str]:
+    """The flow runs of records the sweep failed since ``since`` ("worker lost"): what a later
+    sweep checks again in Prefect (the sweep that failed them may not have reached Prefect)."""
+    return list(
+        session.scalars(
+            select(SyncInstanceRecord.flow_run_id)
+            .where(
+                SyncInstanceRecord.status == RecordStatus.FAILED.value,
+                SyncInstanceRecord.error_message.like(f"{SWEPT_PREFIX}%"),
+                SyncInstanceRecord.completed_at >= since,
+                SyncInstanceRecord.flow_run_id.is_not(None),
+            )
+            .distinct()
+        )
+    )
 
 
 def max_overlap(intervals: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:

@@ -292,3 +292,52 @@ async def test_paused_category_holds_a_run_until_resume(
             queue_admin.resume(s, category="messages")
         server.stop()
         forget_sources()
+
+
+async def test_clear_cancels_runs_waiting_to_start_but_not_future_scheduled_runs(
+    pclient: httpx.AsyncClient, deployments: Deployments
+) -> None:
+    """Issue 9 defect 7: clear cancels what waits to start (scheduled time passed, Late,
+    Pending), never a deployment's future scheduled runs unless ``include_future=true``."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending, Scheduled
+
+    await pclient.delete(f"{Q}/account/clear", headers=AUTH, params={"include_future": True})
+    now = dt.datetime.now(dt.UTC)
+    tags = ["syncflow", "category:account"]
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name(deployments.manual)
+
+        async def make(state: Any) -> str:
+            run = await client.create_flow_run_from_deployment(dep.id, state=state, tags=tags)
+            return str(run.id)
+
+        due = await make(Scheduled(scheduled_time=now - dt.timedelta(minutes=1)))
+        late = await make(Scheduled(scheduled_time=now - dt.timedelta(hours=1)))
+        await client.set_flow_run_state(
+            late, Scheduled(scheduled_time=now - dt.timedelta(hours=1)).model_copy(update={"name": "Late"}), force=True
+        )
+        pending = await make(Scheduled(scheduled_time=now - dt.timedelta(seconds=5)))
+        await client.set_flow_run_state(pending, Pending(), force=True)
+        future = [await make(Scheduled(scheduled_time=now + dt.timedelta(hours=h))) for h in (1, 2)]
+
+    r = await pclient.delete(f"{Q}/account/clear", headers=AUTH)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["include_future"] is False
+    got = {c["flow_run_id"]: c for c in out["cancelled"]}
+    assert set(got) == {due, late, pending}
+    assert got[pending]["now"] == "Cancelling" and got[due]["now"] == "Cancelled"
+    assert got[late]["was"] == "Late"
+    for fid in future:
+        assert (await _run(fid)).state.is_scheduled()
+    assert (await _run(due)).state.is_cancelled()
+
+    # asked explicitly, the future scheduled runs go too
+    r = await pclient.delete(f"{Q}/account/clear", headers=AUTH, params={"include_future": "true"})
+    assert r.status_code == 200, r.text
+    assert {c["flow_run_id"] for c in r.json()["cancelled"]} == set(future)
+    for fid in future:
+        assert (await _run(fid)).state.is_cancelled()

@@ -148,6 +148,7 @@ def test_setup_is_idempotent_and_the_deployments_exist(lp: LocalPrefect) -> None
     assert deps["scheduled-account"] == ("syncflow", ["0 * * * *"])
     assert deps["scheduled-messages"] == ("syncflow", ["*/15 * * * *"])
     assert deps["daily"] == ("syncflow", ["30 3 * * *"])
+    assert deps["every-5-minutes"] == ("syncflow", ["*/5 * * * *"])  # the sweep
     assert deps["instance"][0] == deps["db-instance"][0] == "syncflow"
 
 
@@ -457,7 +458,7 @@ def test_prefect_flow_run_cancel_under_syncflow_runner_cancels_the_session(
 ) -> None:
     lp = bare_prefect
     lp.spawn("runner", [SYNCFLOW, "runner", "--no-schedules"])
-    wait_for(lambda: "serving 6 deployment(s)" in lp.log("runner"), what="the runner to serve", timeout=120)
+    wait_for(lambda: "serving 7 deployment(s)" in lp.log("runner"), what="the runner to serve", timeout=120)
     sid, run_id = _start_slow(lp, store, seq, "rc")
     lp.run([PREFECT, "flow-run", "cancel", run_id])
     _assert_cancelled_with_progress_kept(lp, store, sid, run_id)

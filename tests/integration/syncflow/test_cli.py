@@ -396,10 +396,12 @@ def test_store_not_initialised_on_postgres(pg_databases: Any) -> None:
     _assert_one_line_error(Cli(url)("instances", "list"), "is not initialised: run `syncflow db upgrade`")
 
 
-def test_unreachable_store_hides_password() -> None:
+def test_unreachable_store_hides_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCFLOW_STORE_RETRY_SECONDS", "1")  # waited for that long, then one line
+    reset_settings()
     c = Cli("postgresql+psycopg://syncflow:s3cret-pw@127.0.0.1:1/nowhere")
     result = c("instances", "list")
-    line = _assert_one_line_error(result, "syncflow:***@127.0.0.1:1/nowhere", "syncflow db upgrade")
+    line = _assert_one_line_error(result, "store unreachable at postgresql+psycopg://syncflow:***@127.0.0.1:1/nowhere")
     assert "s3cret-pw" not in result.output and "s3cret-pw" not in line
 
 

@@ -17,6 +17,7 @@ def _deployments() -> dict[str, dict]:
     flows = {
         "flows/session_sync.py:sync_session": "sync-session",
         "flows/cleanup.py:cleanup": "cleanup",
+        "flows/sweep.py:sweep": "sweep",
         "flows/instance_sync.py:sync_instance": "sync-instance",
         "flows/db_instance_sync.py:sync_db_instance": "sync-db-instance",
     }
