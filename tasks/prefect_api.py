@@ -399,7 +399,7 @@ async def crash_dead_runs(flow_run_ids: Sequence[str], *, reason: str, timeout: 
     """Close flow runs whose process is gone (``syncflow sweep``): Running/Pending -> Crashed,
     Cancelling -> Cancelled, with ``reason``. Runs already final (or scheduled, paused, unknown
     to this Prefect API) are left as they are and not listed."""
-    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.objects import State, StateType
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Cancelled, Crashed
 
@@ -414,7 +414,7 @@ async def crash_dead_runs(flow_run_ids: Sequence[str], *, reason: str, timeout: 
                 st = run.state
                 if st is None or st.type not in (StateType.RUNNING, StateType.PENDING, StateType.CANCELLING):
                     continue
-                new = Cancelled(message=reason) if st.type == StateType.CANCELLING else Crashed(message=reason)
+                new: State = Cancelled(message=reason) if st.type == StateType.CANCELLING else Crashed(message=reason)
                 result = await client.set_flow_run_state(fid, new, force=True)
                 accepted = result.status.value == "ACCEPT"
                 out.append(
@@ -505,7 +505,7 @@ async def clear_queued(
         due = None
         if state == StateType.SCHEDULED and not include_future:
             due = FlowRunFilterExpectedStartTime(before_=now)
-        return await client.read_flow_runs(  # type: ignore[no-any-return]
+        return await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[names.SESSION_FLOW])),
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[names.category_tag(category)]),
