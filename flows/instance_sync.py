@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 
-from syncflow.engine import BatchClock, InstanceRun, Skipped
+from syncflow.engine import BatchClock, InstanceRun, Skipped, watches_gaps
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
 from tasks import artifacts
@@ -85,6 +85,11 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
     per_task = get_settings().batches_per_task
     artifact = None
     done = 0
+    gaps = watches_gaps(run)
+    if gaps:  # late arrivals first: re-read the gap ledger's open holes (the cursor stays)
+        repair = t.repair_gaps.with_options(**plan.retry_options())
+        repaired = await repair(run, plan.batch_size, plan.max_delay)
+        clock.add_details(repaired.details(), repaired.counts)
     while True:
         out = await chunk(run, plan.batch_size, per_task, plan.max_delay)
         result = out.result
@@ -102,6 +107,8 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
         if not result.has_more:
+            if gaps:
+                clock.add_details(await t.reconcile(run, clock.server, clock.first_seq))
             return
 
 

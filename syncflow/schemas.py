@@ -96,6 +96,11 @@ class RecordView(BaseModel):
     items_deleted: int
     items_per_second: float | None = Field(description="items_synced / duration, once finished.")
     error_message: str | None
+    warning: str | None = Field(
+        default=None,
+        description="Set when the sync ran but something is wrong: the reconciliation found messages "
+        "missing that the gap ledger cannot explain.",
+    )
     sync_details: dict[str, Any] | None
     flow_run_id: str | None
     progress: Progress | None = Field(description="Set while the record is running.")
@@ -127,6 +132,10 @@ class SessionView(BaseModel):
     error_message: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the operator must know although the session ran (its records' warnings).",
+    )
 
 
 class SessionDetailView(SessionView):
@@ -264,6 +273,7 @@ def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None, title: st
         items_deleted=r.items_deleted,
         items_per_second=round(r.items_synced / dur, 1) if dur else None,
         error_message=r.error_message,
+        warning=r.warning,
         sync_details=r.sync_details,
         flow_run_id=r.flow_run_id,
         progress=progress,
@@ -349,6 +359,7 @@ def session_detail_view(
     return SessionDetailView(
         **_session_fields(row, counts, sum(r.items_synced for r in row.records), short_id),
         records=views,
+        warnings=[v.warning for v in views if v.warning],
         progress=measure_session_progress(views) if row.status == SessionStatus.RUNNING else None,
     )
 

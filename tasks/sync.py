@@ -118,6 +118,30 @@ async def sync_batches(run: engine.InstanceRun, count: int, max_batches: int, ma
     return Chunk(result=result, attempts=attempt)
 
 
+@task(name="repair-gaps", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+async def repair_gaps(run: engine.InstanceRun, count: int, max_delay: float = 60) -> engine.RepairResult:
+    """Re-read the gap ledger's open holes (range reads that never move the cursor) and store
+    what arrived late, one transaction per read, before the sync moves forward."""
+    opened = await open_source(run.kind, run.block_name, run.instance_name, run.config)
+    try:
+        result = await asyncio.to_thread(
+            lambda: engine.repair_gaps(run, page_reader(opened.source, run.opts), count=count)
+        )
+    except RateLimitedError as exc:
+        await _rate_limited(exc, max_delay)
+        raise
+    _check_lease(run, "after the gap repair")
+    return result
+
+
+@task(name="reconcile", cache_policy=NO_CACHE)
+async def reconcile(
+    run: engine.InstanceRun, server: tuple[int, int, int] | None, first_seq: int | None
+) -> dict[str, Any]:
+    """Server counts at the start against the store plus the open holes; warns the record."""
+    return await asyncio.to_thread(lambda: engine.reconcile(run, server=server, first_seq=first_seq))
+
+
 @dataclass(frozen=True)
 class Snapshot:
     items: list[Any]
@@ -166,6 +190,8 @@ __all__ = [
     "finish_sync",
     "plan_read",
     "read_snapshot",
+    "reconcile",
+    "repair_gaps",
     "retry_transient",
     "store_snapshot",
     "sync_batches",

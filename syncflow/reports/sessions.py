@@ -54,6 +54,8 @@ def summary_markdown(view: SessionDetailView) -> str:
         lines.append(f"- duration: {view.duration_seconds:.1f} s")
     if view.retry_of:
         lines.append(f"- retry of: `{view.retry_of}`")
+    for warning in view.warnings:
+        lines.append(f"- **warning**: {warning}")
     lines += [
         "",
         "| instance | status | synced | created | updated | duration (s) | items/s | error |",
