@@ -18,7 +18,7 @@ from rich.console import RenderableType
 
 from syncflow import __version__
 from syncflow.cli import _output as out
-from syncflow.cli import changes, db, demo, deploy, instances, report, serve, sessions, sync, telegram
+from syncflow.cli import changes, db, demo, deploy, gaps, instances, report, serve, sessions, sync, telegram
 from syncflow.settings import get_settings, reset_settings
 from syncflow.store import sessions as session_svc
 from syncflow.store.models import utcnow
@@ -48,6 +48,7 @@ app.add_typer(sync.sync_app, name="sync")
 app.add_typer(report.report_app, name="report")
 app.add_typer(serve.api_app, name="api")
 app.add_typer(telegram.telegram_app, name="telegram")
+app.add_typer(gaps.gaps_app, name="gaps")
 app.command("sweep")(sessions.sweep_cmd)
 app.command("changes")(changes.changes_cmd)
 app.command("demo")(demo.demo)

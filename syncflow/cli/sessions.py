@@ -148,6 +148,7 @@ def sessions_show(
                 ("flow run", f"{p['flow_run_id']} ({link})" if link else p["flow_run_id"]),
                 ("retry of", p["retry_of"]),
                 ("error", p["error_message"]),
+                *[("warning", w) for w in p.get("warnings") or []],
             ],
         )
         records = out.table(
@@ -175,7 +176,7 @@ def sessions_show(
                     r["items_updated"],
                     r["items_unchanged"],
                     r["items_deleted"],
-                    r["error_message"],
+                    r["error_message"] or (f"warning: {r['warning']}" if r.get("warning") else None),
                 ]
                 for r in p["records"]
             ],

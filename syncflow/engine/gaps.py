@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -36,8 +37,8 @@ from syncflow.store import gaps as ledger
 from syncflow.store import messages as message_store
 from syncflow.store import sessions as book
 from syncflow.store import sync_state
-from syncflow.store.db import get_engine
-from syncflow.store.models import SyncConfigItem, SyncInstanceRecord, utcnow
+from syncflow.store.db import get_engine, session_scope
+from syncflow.store.models import ItemStatus, SyncConfigItem, SyncInstanceRecord, utcnow
 from syncflow.store.sessions import ItemCounts
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def _read_group(
         done = [g for g in pending if covered is None or g.to_seq <= covered]
         with conn.begin():
             counts = message_store.apply_message_batch(
-                conn, instance_id=run.instance_id, rows=found, session_id=run.session_id
+                conn, instance_id=run.instance_id, rows=found, session_id=run.session_id or None
             )
             sync_state.advance_cursor(
                 conn,
@@ -242,6 +243,56 @@ def _read_group(
         if covered is None or not rows:
             return
         after = max(after, covered)
+
+
+def repair_now(
+    *,
+    instance_id: int,
+    instance_name: str,
+    kind: str,
+    fetch: Callable[[int, int], PageLike],
+    count: int = 500,
+    category: str = "messages",
+    lease_seconds: float = 120.0,
+    now: Clock | None = None,
+    engine: Engine | None = None,
+) -> RepairResult:
+    """``syncflow gaps repair``: read every hole of an instance that is not filled, whatever its
+    age and status, now, under the (instance, category) lease (:class:`LockedError` while a
+    sync holds it). No session record: the counts are returned."""
+    engine = engine or get_engine()
+    owner = f"gaps-repair:{uuid.uuid4().hex[:12]}"
+    with session_scope(engine) as s:
+        sync_state.acquire_lock(s, instance_id=instance_id, category=category, owner=owner, lease_seconds=lease_seconds)
+        status, error = s.execute(
+            select(SyncConfigItem.status, SyncConfigItem.last_error).where(
+                SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category
+            )
+        ).one()
+    run = InstanceRun(
+        record_id=0,
+        session_id="",
+        instance_id=instance_id,
+        instance_name=instance_name,
+        kind=kind,
+        block_name=None,
+        category=category,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        start_seq=0,
+    )
+    try:
+        return repair_gaps(run, fetch, count=count, record_id=None, now=now, every_hole=True, engine=engine)
+    finally:
+        with session_scope(engine) as s:
+            sync_state.release_lock(
+                s,
+                instance_id=instance_id,
+                category=category,
+                owner=owner,
+                status=ItemStatus.FAILED.value if status == ItemStatus.RUNNING.value else status,
+                error=error,
+            )
 
 
 def _count_on_record(conn: Any, record_id: int, counts: ItemCounts) -> None:
@@ -335,5 +386,6 @@ __all__ = [
     "policy_of",
     "reconcile",
     "repair_gaps",
+    "repair_now",
     "watches_gaps",
 ]

@@ -340,7 +340,7 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
     env = {
         **os.environ,
         "SYNCFLOW_DATABASE_URL": store_url,
-        "SYNCFLOW_LOCK_LEASE_SECONDS": "3",
+        "SYNCFLOW_LOCK_LEASE_SECONDS": "5",
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -392,7 +392,14 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
         if 0 < len([s for s in late if s in have]) < len(late):
             kills_mid_repair += 1
         assert cursor(engine, "im-crash") == 8_000
-        time.sleep(3.2)  # the killed run's lease runs out
+        with session_scope(engine) as s:
+            expires = s.scalar(
+                select(SyncConfigItem.lock_expires_at).where(SyncConfigItem.instance_id == iid(engine, "im-crash"))
+            )
+        assert expires is not None
+        time.sleep(
+            max(0.0, (expires - dt.datetime.now(dt.UTC)).total_seconds()) + 0.1
+        )  # the killed run's lease runs out
     assert kills_mid_repair >= 1, "a kill should land in the middle of the repair"
 
     server.clear_faults()
@@ -408,3 +415,68 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
             select(SyncInstanceRecord.sync_details).where(SyncInstanceRecord.instance_id == iid(engine, "im-crash"))
         ).all()
     assert sum(int((d or {}).get("late_arrivals") or 0) for d in lates) == 40
+
+
+# ---------------------------------------------------------------- 6. CLI and API
+
+
+def test_gaps_cli_and_api_list_repair_and_count(wiring: Any, servers: list[SeqServer], engine: Engine) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from syncflow import cli
+    from syncflow.api import ApiSettings, create_app
+
+    server = start(servers, messages=500)
+    server.hide_messages([10, 11])
+    server.remove_messages([200])
+    wiring.add("im-1", server)
+    run_ok(wiring.open(["im-1"])[1]["im-1"])
+    runner = CliRunner()
+
+    def sf(*args: str) -> Any:
+        result = runner.invoke(cli.app, list(args))
+        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        return result
+
+    listed = json.loads(sf("gaps", "list", "im-1", "--json").stdout)
+    assert [(g["instance"], g["from_seq"], g["to_seq"], g["status"]) for g in listed] == [
+        ("im-1", 10, 11, "open"),
+        ("im-1", 200, 200, "open"),
+    ]
+    assert json.loads(sf("gaps", "list", "--status", "filled", "--json").stdout) == []
+    assert "10..11" in sf("gaps", "list").stdout
+    shown = json.loads(sf("instances", "show", "im-1", "--json").stdout)
+    assert shown["gaps"] == {"open": 2, "filled": 0, "partly_filled": 0, "confirmed_empty": 0}
+    assert "seq holes: 2 open" in sf("instances", "show", "im-1").stdout
+
+    server.release_late()
+    server.reset_requests()
+    repaired = json.loads(sf("gaps", "repair", "im-1", "--json").stdout)
+    assert [(r["instance"], r["holes"], r["late_arrivals"], r["filled"]) for r in repaired] == [("im-1", 2, 2, 1)]
+    assert all(s is not None and s < 500 for s in sync_seqs(server))  # range reads only
+    assert_store_equals_truth(engine, "im-1", server)
+    assert cursor(engine, "im-1") == 500
+    with session_scope(engine) as s:
+        item = s.scalar(select(SyncConfigItem).where(SyncConfigItem.instance_id == iid(engine, "im-1")))
+        assert item is not None and item.lock_owner is None and item.status == "completed"
+    assert json.loads(sf("gaps", "repair", "--all", "--json").stdout)[0]["late_arrivals"] == 0
+
+    for args, fragment in (
+        (("gaps", "repair"), "give an instance NAME or --all"),
+        (("gaps", "repair", "nope"), "unknown instance 'nope'"),
+        (("gaps", "list", "--status", "bogus"), "unknown gap status 'bogus'"),
+    ):
+        bad = runner.invoke(cli.app, list(args))
+        assert bad.exit_code == 1, bad.stdout
+        assert bad.stderr.strip().startswith("error: ") and fragment in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+
+    with TestClient(create_app(ApiSettings(), engine=engine)) as api:
+        body = api.get("/sync_sessions/api/instances/im-1/gaps").json()
+        assert body["counts"] == {"open": 1, "filled": 1, "partly_filled": 0, "confirmed_empty": 0}
+        assert [(g["from_seq"], g["status"], g["found"]) for g in body["gaps"]] == [(10, "filled", 2), (200, "open", 0)]
+        only = api.get("/sync_sessions/api/instances/im-1/gaps", params={"status": "open"}).json()
+        assert [g["from_seq"] for g in only["gaps"]] == [200]
+        assert api.get("/sync_sessions/api/instances/nope/gaps").status_code == 404
+        assert api.get("/sync_sessions/api/instances/im-1/gaps", params={"status": "x"}).status_code == 422
