@@ -8,6 +8,7 @@ incremental sync does it by itself for the open ones), under the instance's sing
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +29,10 @@ gaps_app = typer.Typer(
 STATUSES = "open, filled, partly_filled, confirmed_empty"
 
 
+def _time(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
 def _row(g: dict[str, Any]) -> list[Any]:
     span = str(g["from_seq"]) if g["from_seq"] == g["to_seq"] else f"{g['from_seq']}..{g['to_seq']}"
     return [
@@ -37,8 +42,8 @@ def _row(g: dict[str, Any]) -> list[Any]:
         g["status"],
         g["found"],
         g["checks"],
-        out.fmt_time(g["first_seen"]),
-        out.fmt_time(g["last_checked"]),
+        out.fmt_time(_time(g["first_seen"])),
+        out.fmt_time(_time(g["last_checked"])),
     ]
 
 

@@ -263,12 +263,13 @@ def repair_now(
     engine = engine or get_engine()
     owner = f"gaps-repair:{uuid.uuid4().hex[:12]}"
     with session_scope(engine) as s:
-        sync_state.acquire_lock(s, instance_id=instance_id, category=category, owner=owner, lease_seconds=lease_seconds)
-        status, error = s.execute(
+        before = s.execute(
             select(SyncConfigItem.status, SyncConfigItem.last_error).where(
                 SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category
             )
-        ).one()
+        ).first()
+        status, error = before if before is not None else (ItemStatus.IDLE.value, None)
+        sync_state.acquire_lock(s, instance_id=instance_id, category=category, owner=owner, lease_seconds=lease_seconds)
     run = InstanceRun(
         record_id=0,
         session_id="",
