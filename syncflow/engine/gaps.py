@@ -5,8 +5,9 @@
 Neighbouring holes are merged into one read (a read after ``hole.from_seq - 1`` returns the
 messages above it: a hole of any width that is still empty costs one read), the reads per run
 are capped (``gap_max_reads``; the holes checked longest ago go first, the rest wait for the
-next run). What a read finds in a hole is stored, counted (``created`` on the record,
-``late_arrivals`` in its details) and the hole settled, in one transaction per read. A hole read
+next run). What the reads find in holes is stored, counted (``created`` on the record,
+``late_arrivals`` in its details) and the holes settled, in one transaction per
+:data:`READS_PER_COMMIT` reads (a crash loses at most those reads, which the next run redoes). A hole read
 ``gap_checks`` times (default 3) and at least ``gap_window_hours`` old (default 24) with
 nothing new in it is closed: ``confirmed_empty`` (or ``partly_filled``); until then it is
 re-read on every sync. The clock is injectable (``now``).
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_HOURS = 24.0
 DEFAULT_CHECKS = 3
 DEFAULT_MAX_READS = 20
+READS_PER_COMMIT = 8  # the repair's reads commit together, this many at a time
 
 Clock = Callable[[], dt.datetime]
 
@@ -158,9 +160,9 @@ def repair_gaps(
 ) -> RepairResult:
     """Re-read the holes of ``run``'s (instance, category) and store what arrived late.
 
-    ``fetch(after, count)`` is the source's page read. Each read is one transaction: the rows
-    found in its holes, the holes settled (:func:`syncflow.store.gaps.settle_holes`), the
-    lease renewed (never the cursor moved) and, when ``record_id`` (default: the run's
+    ``fetch(after, count)`` is the source's page read. Every :data:`READS_PER_COMMIT` reads
+    commit in one transaction: the rows found in their holes, the holes settled
+    (:func:`syncflow.store.gaps.settle_holes`), the lease renewed (never the cursor moved) and, when ``record_id`` (default: the run's
     record; None: no record, ``syncflow gaps repair``), the record's counts and
     ``late_arrivals``. ``every_hole``: also the closed holes that are not filled, and no cap.
     """
@@ -185,64 +187,106 @@ def repair_gaps(
         groups = sorted(group_holes(gaps, count), key=_oldest_check)
         max_reads = None if every_hole else policy.max_reads
         message_store.prepare(conn)
+        batch = _Batch()
         for n, group in enumerate(groups):
             if max_reads is not None and out.reads >= max_reads:
                 out.left = sum(len(g) for g in groups[n:])
                 break
-            _read_group(run, fetch, conn, group, count=count, record_id=rid, policy=policy, clock=clock, out=out)
+            _read_group(fetch, group, count=count, out=out, batch=batch)
+            if batch.reads >= READS_PER_COMMIT:
+                _commit(run, conn, batch, record_id=rid, policy=policy, clock=clock, out=out)
+                batch = _Batch()
+        _commit(run, conn, batch, record_id=rid, policy=policy, clock=clock, out=out)
     out.seconds = time.perf_counter() - started
     return out
 
 
+@dataclass
+class _Batch:
+    """What reads found since the last commit: the rows in holes, the holes they covered."""
+
+    reads: int = 0
+    rows: list[Any] = field(default_factory=list)
+    done: list[tuple[ledger.Gap, int]] = field(default_factory=list)  # (hole, seqs found in it)
+
+
 def _read_group(
-    run: InstanceRun,
     fetch: Callable[[int, int], PageLike],
-    conn: Any,
     group: list[ledger.Gap],
     *,
     count: int,
+    out: RepairResult,
+    batch: _Batch,
+) -> None:
+    """Read one group of holes: usually one read, asking for no more messages than the group
+    has seqs (a one-seq hole is a one-message read); a group whose messages fill more than a
+    page takes more. A hole is done once a read has covered it."""
+    after = group[0].from_seq - 1
+    end = group[-1].to_seq
+    pending = list(group)
+    seen: dict[int, set[int]] = {g.id: set() for g in group}  # seqs the reads returned in each hole
+    while pending:
+        page = fetch(after, max(1, min(count, end - after)))
+        out.reads += 1
+        batch.reads += 1
+        rows = list(page.rows)
+        covered = rows[-1][2] if rows and page.has_more else None  # None: the group's end was reached
+        for r in rows:
+            for g in pending:
+                if g.from_seq <= r[2] <= g.to_seq:
+                    batch.rows.append(r)
+                    seen[g.id].add(r[2])
+                    break
+        done = [g for g in pending if covered is None or g.to_seq <= covered]
+        batch.done.extend((g, len(seen[g.id])) for g in done)
+        pending = [g for g in pending if g not in done]
+        if covered is None or not rows:
+            return
+        after = max(after, covered)
+
+
+def _commit(
+    run: InstanceRun,
+    conn: Any,
+    batch: _Batch,
+    *,
     record_id: int | None,
     policy: GapPolicy,
     clock: Clock,
     out: RepairResult,
 ) -> None:
-    """Read one group of holes (usually one read; a group whose messages fill more than a
-    page takes more) and settle each hole once a read has covered it."""
-    after = group[0].from_seq - 1
-    pending = list(group)
-    while pending:
-        page = fetch(after, count)
-        out.reads += 1
-        rows = list(page.rows)
-        full = bool(rows) and page.has_more
-        covered = rows[-1][2] if full else None  # None: every seq up to the group's end was served
-        found = [r for r in rows if any(g.from_seq <= r[2] <= g.to_seq for g in pending)]
-        done = [g for g in pending if covered is None or g.to_seq <= covered]
-        with conn.begin():
-            counts = message_store.apply_message_batch(
-                conn, instance_id=run.instance_id, rows=found, session_id=run.session_id or None
-            )
-            sync_state.advance_cursor(
-                conn,
-                instance_id=run.instance_id,
-                category=run.category,
-                owner=run.owner,
-                last_seq=None,  # a range read: renew the lease, never move the cursor
-                lease_seconds=run.lease_seconds,
-            )
-            settled = ledger.settle_holes(conn, gaps=done, now=clock(), window=policy.window, checks=policy.checks)
-            if record_id is not None:
-                _count_on_record(conn, record_id, counts)
-        out.counts = out.counts + counts
-        out.late_arrivals += counts.created
-        for s in settled:
-            out.filled += s.status == "filled"
-            out.closed_empty += s.status == "confirmed_empty"
-            out.partly_filled += s.status == "partly_filled"
-        pending = [g for g in pending if g not in done]
-        if covered is None or not rows:
-            return
-        after = max(after, covered)
+    """One transaction for the reads of ``batch``: the rows found in holes, the lease renewed
+    (the cursor never moves), the holes settled, the record's counts and ``late_arrivals``."""
+    if not batch.reads:
+        return
+    with conn.begin():
+        counts = message_store.apply_message_batch(
+            conn, instance_id=run.instance_id, rows=batch.rows, session_id=run.session_id or None
+        )
+        sync_state.advance_cursor(
+            conn,
+            instance_id=run.instance_id,
+            category=run.category,
+            owner=run.owner,
+            last_seq=None,  # range reads: renew the lease, never move the cursor
+            lease_seconds=run.lease_seconds,
+        )
+        settled = ledger.settle_holes(
+            conn,
+            gaps=[g for g, _ in batch.done],
+            now=clock(),
+            window=policy.window,
+            checks=policy.checks,
+            found={g.id: n for g, n in batch.done},
+        )
+        if record_id is not None:
+            _count_on_record(conn, record_id, counts)
+    out.counts = out.counts + counts
+    out.late_arrivals += counts.created
+    for st in settled:
+        out.filled += st.status == "filled"
+        out.closed_empty += st.status == "confirmed_empty"
+        out.partly_filled += st.status == "partly_filled"
 
 
 def repair_now(

@@ -16,11 +16,11 @@ can pass 2^63).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -204,9 +204,12 @@ def settle_holes(
     now: dt.datetime,
     window: dt.timedelta,
     checks: int,
+    found: Mapping[int, int] | None = None,
 ) -> list[Settled]:
     """After a read that covered ``gaps`` (and stored what it found in them, in this same
-    transaction): recount what each holds, count the check and set its status.
+    transaction): count the check, take what each holds and set its status. ``found`` (by gap
+    id): how many seqs of the hole the covering read returned — all the source holds there;
+    without it, what the store holds in the hole is counted.
 
     ``filled`` when every seq is stored. An open hole is closed when this read found nothing
     new in it, it has been read at least ``checks`` times and it is at least ``window`` old:
@@ -215,26 +218,40 @@ def settle_holes(
     """
     conn = _conn(db)
     out: list[Settled] = []
+    updates: list[dict[str, Any]] = []
+    when = _naive(now)
     for gap in gaps:
-        found = stored_in(conn, instance_id=gap.instance_id, from_seq=gap.from_seq, to_seq=gap.to_seq)
-        new = max(found - gap.found, 0)
+        if found is not None and gap.id in found:
+            holds = found[gap.id]
+        else:
+            holds = stored_in(conn, instance_id=gap.instance_id, from_seq=gap.from_seq, to_seq=gap.to_seq)
+        new = max(holds - gap.found, 0)
         n = gap.checks + 1
-        if found >= gap.width:
+        if holds >= gap.width:
             status = GapStatus.FILLED.value
         elif gap.status == GapStatus.OPEN.value:
             old_enough = now - gap.first_seen >= window
             if new == 0 and n >= checks and old_enough:
-                status = GapStatus.PARTLY_FILLED.value if found else GapStatus.CONFIRMED_EMPTY.value
+                status = GapStatus.PARTLY_FILLED.value if holds else GapStatus.CONFIRMED_EMPTY.value
             else:
                 status = GapStatus.OPEN.value
         else:
-            status = GapStatus.PARTLY_FILLED.value if found else GapStatus.CONFIRMED_EMPTY.value
+            status = GapStatus.PARTLY_FILLED.value if holds else GapStatus.CONFIRMED_EMPTY.value
+        updates.append({"b_id": gap.id, "checks": n, "last_checked": when, "found": holds, "status": status})
+        out.append(Settled(gap_id=gap.id, status=status, found=holds, new=new))
+    if updates:
         conn.execute(
             update(SeqGap)
-            .where(SeqGap.id == gap.id)
-            .values(checks=n, last_checked=_naive(now), found=found, status=status)
+            .where(SeqGap.id == bindparam("b_id"))
+            .values(
+                checks=bindparam("checks"),
+                last_checked=bindparam("last_checked"),
+                found=bindparam("found"),
+                status=bindparam("status"),
+            )
+            .execution_options(synchronize_session=False),
+            updates,
         )
-        out.append(Settled(gap_id=gap.id, status=status, found=found, new=new))
     return out
 
 
@@ -272,26 +289,26 @@ def hole_accounting(
     ).all()
     if not rows:
         return 0, 0, 0
-    inside = dict(
-        conn.execute(
-            select(SeqGap.status, func.count(Message.id))
-            .join(
-                Message,
-                and_(
-                    Message.instance_id == SeqGap.instance_id,
-                    Message.seq >= SeqGap.from_seq,
-                    Message.seq <= SeqGap.to_seq,
-                ),
-            )
-            .where(
-                SeqGap.instance_id == instance_id,
-                SeqGap.category == category,
-                Message.seq > after,
-                Message.seq <= upto,
-            )
-            .group_by(SeqGap.status)
-        ).all()
-    )
+    inside: dict[str, int] = {}
+    for status, n in conn.execute(
+        select(SeqGap.status, func.count(Message.id))
+        .join(
+            Message,
+            and_(
+                Message.instance_id == SeqGap.instance_id,
+                Message.seq >= SeqGap.from_seq,
+                Message.seq <= SeqGap.to_seq,
+            ),
+        )
+        .where(
+            SeqGap.instance_id == instance_id,
+            SeqGap.category == category,
+            Message.seq > after,
+            Message.seq <= upto,
+        )
+        .group_by(SeqGap.status)
+    ).all():
+        inside[str(status)] = int(n)
     n_open = empty = open_empty = 0
     widths: dict[str, int] = {}
     for a, b, status in rows:

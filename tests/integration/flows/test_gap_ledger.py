@@ -323,14 +323,14 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
     wiring: Any, servers: list[SeqServer], engine: Engine, store_url: str, tmp_path: Path
 ) -> None:
     """A child process repairing 40 far-apart holes (one read each, >= 0.2 s per answer) is
-    SIGKILLed mid-repair, twice; then a run to the end. Each read commits its rows with its
-    holes' status, so after every kill the store holds each late message at most once, every
+    SIGKILLed mid-repair, twice; then a run to the end. The reads commit their rows with their
+    holes' status 8 reads at a time, so after every kill the store holds each late message at most once, every
     filled hole holds exactly its messages, and the counters add up to the rows."""
     from prefect.settings import PREFECT_API_URL
 
     rng = random.Random(1313)
-    server = start(servers, messages=8_000)
-    late = [100 + 190 * i for i in range(40)]
+    server = start(servers, messages=14_000)
+    late = [100 + 300 * i for i in range(40)]  # too far apart to share a read
     server.hide_messages(late)
     wiring.add("im-crash", server)
     run_ok(wiring.open(["im-crash"])[1]["im-crash"])
@@ -366,7 +366,7 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
     kills_mid_repair = 0
     for n in range(2):
         server.reset_requests()
-        _, recs = wiring.open(["im-crash"])
+        _, recs = wiring.open(["im-crash"], options={"im-crash": {"gap_max_reads": 100}})  # all 40 in one run
         proc, _, err = spawn(recs["im-crash"], n)
         try:
             deadline = time.monotonic() + 120
@@ -374,7 +374,7 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
                 assert proc.poll() is None, f"child exited early:\n{err.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "child never fetched"
                 time.sleep(0.05)
-            time.sleep(rng.uniform(1.0, 2.5))
+            time.sleep(rng.uniform(2.5, 5.5))  # 40 reads of >= 0.2 s, committed 8 at a time
             assert proc.poll() is None, "the child ended before its kill"
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -391,7 +391,7 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
         assert total_created() - base == len([s for s in late if s in have])
         if 0 < len([s for s in late if s in have]) < len(late):
             kills_mid_repair += 1
-        assert cursor(engine, "im-crash") == 8_000
+        assert cursor(engine, "im-crash") == 14_000
         with session_scope(engine) as s:
             expires = s.scalar(
                 select(SyncConfigItem.lock_expires_at).where(SyncConfigItem.instance_id == iid(engine, "im-crash"))
