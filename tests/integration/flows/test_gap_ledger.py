@@ -84,7 +84,11 @@ def holes(engine: Engine, name: str) -> list[tuple[int, int, str, int, int]]:
 
 def cursor(engine: Engine, name: str) -> int | None:
     with session_scope(engine) as s:
-        return s.scalar(select(SyncConfigItem.last_seq).where(SyncConfigItem.instance_id == iid(engine, name)))
+        return s.scalar(
+            select(SyncConfigItem.last_seq).where(
+                SyncConfigItem.instance_id == iid(engine, name), SyncConfigItem.category == "messages"
+            )
+        )
 
 
 def record(engine: Engine, rid: int) -> SyncInstanceRecord:
@@ -374,11 +378,14 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
                 assert proc.poll() is None, f"child exited early:\n{err.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "child never fetched"
                 time.sleep(0.05)
-            time.sleep(rng.uniform(2.5, 5.5))  # 40 reads of >= 0.2 s, committed 8 at a time
+            # the open holes take >= 0.2 s a read, their reads commit 8 at a time: kill in the middle
+            still_open = [h for h in holes(engine, "im-crash") if h[2] == "open"]
+            time.sleep(rng.uniform(0.3, 0.7) * 0.2 * len(still_open))
             assert proc.poll() is None, "the child ended before its kill"
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
+        assert record(engine, recs["im-crash"]).status == "running", "the kill did not interrupt the run"
         rows = stored(engine, "im-crash")
         ids = [r[0] for r in rows]
         assert len(ids) == len(set(ids))
@@ -394,7 +401,9 @@ def test_sigkill_during_a_repair_loses_and_duplicates_nothing(
         assert cursor(engine, "im-crash") == 14_000
         with session_scope(engine) as s:
             expires = s.scalar(
-                select(SyncConfigItem.lock_expires_at).where(SyncConfigItem.instance_id == iid(engine, "im-crash"))
+                select(SyncConfigItem.lock_expires_at).where(
+                    SyncConfigItem.instance_id == iid(engine, "im-crash"), SyncConfigItem.category == "messages"
+                )
             )
         assert expires is not None
         time.sleep(
@@ -458,7 +467,11 @@ def test_gaps_cli_and_api_list_repair_and_count(wiring: Any, servers: list[SeqSe
     assert_store_equals_truth(engine, "im-1", server)
     assert cursor(engine, "im-1") == 500
     with session_scope(engine) as s:
-        item = s.scalar(select(SyncConfigItem).where(SyncConfigItem.instance_id == iid(engine, "im-1")))
+        item = s.scalar(
+            select(SyncConfigItem).where(
+                SyncConfigItem.instance_id == iid(engine, "im-1"), SyncConfigItem.category == "messages"
+            )
+        )
         assert item is not None and item.lock_owner is None and item.status == "completed"
     assert json.loads(sf("gaps", "repair", "--all", "--json").stdout)[0]["late_arrivals"] == 0
 
