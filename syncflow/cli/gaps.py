@@ -34,10 +34,9 @@ def _time(value: str | None) -> dt.datetime | None:
 
 
 def _row(g: dict[str, Any]) -> list[Any]:
-    span = str(g["from_seq"]) if g["from_seq"] == g["to_seq"] else f"{g['from_seq']}..{g['to_seq']}"
     return [
         g["instance"],
-        span,
+        g["seqs"],
         g["width"],
         g["status"],
         g["found"],

@@ -53,6 +53,8 @@ class Gap:
         return {
             "from_seq": self.from_seq,
             "to_seq": self.to_seq,
+            # exact as text too: seqs pass 2^53, where JavaScript's numbers stop being exact
+            "seqs": str(self.from_seq) if self.from_seq == self.to_seq else f"{self.from_seq}..{self.to_seq}",
             "width": self.width,
             "status": self.status,
             "found": self.found,

@@ -614,8 +614,9 @@
       const c = res.counts || {};
       const summary = el("p", { class: "gaps-summary" }, `seq holes of ${name}: ${fmtNum(c.open || 0)} open, ${fmtNum(c.filled || 0)} filled, ` +
         `${fmtNum(c.partly_filled || 0)} partly filled, ${fmtNum(c.confirmed_empty || 0)} confirmed empty`);
-      const rows = (res.gaps || []).map((g) => el("tr", { class: "gap " + g.status, dataset: { status: g.status, fromSeq: String(g.from_seq) } },
-        el("td", {}, g.from_seq === g.to_seq ? String(g.from_seq) : `${g.from_seq}..${g.to_seq}`), el("td", { class: "num" }, fmtNum(g.width)),
+      // g.seqs is the exact text: seqs pass 2^53, where JavaScript numbers round
+      const rows = (res.gaps || []).map((g) => el("tr", { class: "gap " + g.status, dataset: { status: g.status, seqs: g.seqs } },
+        el("td", {}, g.seqs), el("td", { class: "num" }, fmtNum(g.width)),
         el("td", {}, g.status), el("td", { class: "num" }, fmtNum(g.found)), el("td", { class: "num" }, fmtNum(g.checks)),
         el("td", {}, fmtTime(g.first_seen)), el("td", {}, fmtTime(g.last_checked))));
       body = [summary, rows.length
