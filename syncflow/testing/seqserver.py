@@ -21,7 +21,7 @@ of seq order): ``late_rate`` hides each generated message with that probability,
 after it are served, leaving a hole) but it is not served, not counted in ``totalCount`` and
 not in ``maxSeq`` until it is released: after ``late_reads`` more sync requests (0: never by
 itself), or by :meth:`SeqServer.release_late` / ``POST /_admin/release`` ``{"seqs": [..]}``
-(no body: all). ``GET /_admin/state`` shows how many are hidden (``late``).
+(no body: all). ``GET /_admin/state`` shows how many are hidden (``late``, while any are or ``late_rate`` is set).
 
 The server is an asyncio protocol around ``h11`` (which httpx already depends on) rather than
 an ASGI app: it is about as fast, and it owns the socket, so it can drop a connection before
@@ -822,7 +822,8 @@ class SeqServer:
                         "messages": self.message_count,
                         "maxSeq": self.max_seq,
                         "conversations": len(self.conversations),
-                        "late": len(self.late_seqs()),
+                        # late mode only: how many messages are allocated but not visible yet
+                        **({"late": len(self.late_seqs())} if self.late_rate or self._late else {}),
                     },
                 )
             else:
