@@ -85,13 +85,22 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
     per_task = get_settings().batches_per_task
     artifact = None
     done = 0
-    gaps = watches_gaps(run)
-    if gaps:  # late arrivals first: re-read the gap ledger's open holes (the cursor stays)
-        repair = t.repair_gaps.with_options(**plan.retry_options())
-        repaired = await repair(run, plan.batch_size, plan.max_delay)
-        clock.add_details(repaired.details(), repaired.counts)
+    gaps = watches_gaps(run)  # dense seqs: repair the gap ledger's holes first, reconcile at the end
+    first = True
     while True:
-        out = await chunk(run, plan.batch_size, per_task, plan.max_delay)
+        out = await chunk(
+            run,
+            plan.batch_size,
+            per_task,
+            plan.max_delay,
+            repair=gaps and first,
+            reconcile=gaps,
+            server=clock.server,
+            first_seq=clock.first_seq,
+        )
+        first = False
+        if out.repaired is not None:
+            clock.add_details(out.repaired.details(), out.repaired.counts)
         result = out.result
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
@@ -106,9 +115,9 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
             )
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
+        if out.reconciled:
+            clock.add_details(out.reconciled)
         if not result.has_more:
-            if gaps:
-                clock.add_details(await t.reconcile(run, clock.server, clock.first_seq))
             return
 
 

@@ -29,7 +29,8 @@ app = typer.Typer(
     help=(
         "syncflow: sync sessions on Prefect 3, pulling many source instances into one SQL store.\n\n"
         "Manage the store (`db`), the source instances (`instances`, `telegram` for Telegram accounts), "
-        "inspect sync sessions (`sessions`, `stats`), ask what changed (`changes`) and delete old ones (`cleanup`)."
+        "inspect sync sessions (`sessions`, `stats`), ask what changed (`changes`), see the seq holes and "
+        "their repair (`gaps`) and delete old sessions (`cleanup`)."
     ),
     epilog=(
         "The store is SYNCFLOW_DATABASE_URL (default: SQLite file syncflow.db under SYNCFLOW_HOME, "

@@ -98,10 +98,11 @@ class RepairResult:
     partly_filled: int = 0
     left: int = 0  # holes not read this run (cap)
     seconds: float = 0.0
+    record_late: int | None = None  # the record's late_arrivals after this repair (a retry adds to it)
 
     def details(self) -> dict[str, Any]:
         return {
-            "late_arrivals": self.late_arrivals,
+            "late_arrivals": self.late_arrivals if self.record_late is None else self.record_late,
             "gap_repair": {
                 "holes": self.holes,
                 "reads": self.reads,
@@ -162,9 +163,10 @@ def repair_gaps(
 
     ``fetch(after, count)`` is the source's page read. Every :data:`READS_PER_COMMIT` reads
     commit in one transaction: the rows found in their holes, the holes settled
-    (:func:`syncflow.store.gaps.settle_holes`), the lease renewed (never the cursor moved) and, when ``record_id`` (default: the run's
-    record; None: no record, ``syncflow gaps repair``), the record's counts and
-    ``late_arrivals``. ``every_hole``: also the closed holes that are not filled, and no cap.
+    (:func:`syncflow.store.gaps.settle_holes`), the lease renewed (never the cursor moved)
+    and, when ``record_id`` (default: the run's record; None: no record, ``syncflow gaps
+    repair``), the record's counts and ``late_arrivals``. ``every_hole``: also the closed
+    holes that are not filled, and no cap.
     """
     started = time.perf_counter()
     engine = engine or get_engine()
@@ -280,7 +282,7 @@ def _commit(
             found={g.id: n for g, n in batch.done},
         )
         if record_id is not None:
-            _count_on_record(conn, record_id, counts)
+            out.record_late = _count_on_record(conn, record_id, counts)
     out.counts = out.counts + counts
     out.late_arrivals += counts.created
     for st in settled:
@@ -340,10 +342,12 @@ def repair_now(
             )
 
 
-def _count_on_record(conn: Any, record_id: int, counts: ItemCounts) -> None:
+def _count_on_record(conn: Any, record_id: int, counts: ItemCounts) -> int:
+    """Add a repair commit's counts to the record; returns its ``late_arrivals`` now."""
     details = conn.scalar(select(SyncInstanceRecord.sync_details).where(SyncInstanceRecord.id == record_id)) or {}
     late = int(details.get("late_arrivals") or 0) + counts.created
     book.add_record_progress(conn, record_id=record_id, counts=counts, details={"late_arrivals": late})
+    return late
 
 
 def reconcile(
