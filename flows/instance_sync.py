@@ -46,7 +46,8 @@ async def sync_instance(
     named as in the record view (:class:`syncflow.schemas.RecordView`).
 
     ``options``: ``full`` (reset the cursor), ``from_seq``/``to_seq`` (backfill a range
-    without moving the cursor), ``batch_size``.
+    without moving the cursor), ``batch_size``, ``gap_window_hours``/``gap_checks``/``gap_max_reads``
+    (the gap ledger's repair: see ``syncflow.engine.gaps``).
     """
     logger = get_run_logger()
     flow_run_id = flow_run_runtime.id
