@@ -316,6 +316,17 @@ def test_a_difference_the_ledger_cannot_explain_warns_the_record(
     assert view.warnings == [rec.warning]
     assert f"- **warning**: {rec.warning}" in summary_markdown(view)
 
+    from typer.testing import CliRunner
+
+    from syncflow import cli
+
+    shown = CliRunner().invoke(cli.app, ["--json", "sessions", "show", sid])
+    assert shown.exit_code == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["warnings"] == [rec.warning] and doc["records"][0]["warning"] == rec.warning
+    text = CliRunner().invoke(cli.app, ["sessions", "show", sid], env={"COLUMNS": "400"}).stdout
+    assert "warning" in text and "1 missing without a recorded hole" in text
+
 
 # ------------------------------------------------------ 5. SIGKILL during a repair
 
