@@ -310,11 +310,11 @@ def repair_now(
     owner = f"gaps-repair:{uuid.uuid4().hex[:12]}"
     with session_scope(engine) as s:
         before = s.execute(
-            select(SyncConfigItem.status, SyncConfigItem.last_error).where(
+            select(SyncConfigItem.status, SyncConfigItem.last_error, SyncConfigItem.last_sync_time).where(
                 SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category
             )
         ).first()
-        status, error = before if before is not None else (ItemStatus.IDLE.value, None)
+        status, error, synced_at = before if before is not None else (ItemStatus.IDLE.value, None, None)
         sync_state.acquire_lock(s, instance_id=instance_id, category=category, owner=owner, lease_seconds=lease_seconds)
     run = InstanceRun(
         record_id=0,
@@ -339,6 +339,12 @@ def repair_now(
                 owner=owner,
                 status=ItemStatus.FAILED.value if status == ItemStatus.RUNNING.value else status,
                 error=error,
+            )
+            s.execute(  # a repair is not a sync: the state says when the last sync was, as before
+                update(SyncConfigItem)
+                .where(SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category)
+                .values(last_sync_time=synced_at)
+                .execution_options(synchronize_session=False)
             )
 
 

@@ -472,6 +472,12 @@ def test_gaps_cli_and_api_list_repair_and_count(wiring: Any, servers: list[SeqSe
 
     server.release_late()
     server.reset_requests()
+    with session_scope(engine) as s:
+        synced_at = s.scalar(
+            select(SyncConfigItem.last_sync_time).where(
+                SyncConfigItem.instance_id == iid(engine, "im-1"), SyncConfigItem.category == "messages"
+            )
+        )
     repaired = json.loads(sf("gaps", "repair", "im-1", "--json").stdout)
     assert [(r["instance"], r["holes"], r["late_arrivals"], r["filled"]) for r in repaired] == [("im-1", 2, 2, 1)]
     assert all(s is not None and s < 500 for s in sync_seqs(server))  # range reads only
@@ -484,6 +490,7 @@ def test_gaps_cli_and_api_list_repair_and_count(wiring: Any, servers: list[SeqSe
             )
         )
         assert item is not None and item.lock_owner is None and item.status == "completed"
+        assert item.last_sync_time == synced_at  # a repair is not a sync
     assert json.loads(sf("gaps", "repair", "--all", "--json").stdout)[0]["late_arrivals"] == 0
 
     for args, fragment in (
