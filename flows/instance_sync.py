@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 
-from syncflow.engine import BatchClock, InstanceRun, Skipped
+from syncflow.engine import BatchClock, InstanceRun, Skipped, watches_gaps
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
 from tasks import artifacts
@@ -46,7 +46,8 @@ async def sync_instance(
     named as in the record view (:class:`syncflow.schemas.RecordView`).
 
     ``options``: ``full`` (reset the cursor), ``from_seq``/``to_seq`` (backfill a range
-    without moving the cursor), ``batch_size``.
+    without moving the cursor), ``batch_size``, ``gap_window_hours``/``gap_checks``/``gap_max_reads``
+    (the gap ledger's repair: see ``syncflow.engine.gaps``).
     """
     logger = get_run_logger()
     flow_run_id = flow_run_runtime.id
@@ -85,8 +86,22 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
     per_task = get_settings().batches_per_task
     artifact = None
     done = 0
+    gaps = watches_gaps(run)  # dense seqs: repair the gap ledger's holes first, reconcile at the end
+    first = True
     while True:
-        out = await chunk(run, plan.batch_size, per_task, plan.max_delay)
+        out = await chunk(
+            run,
+            plan.batch_size,
+            per_task,
+            plan.max_delay,
+            repair=gaps and first,
+            reconcile=gaps,
+            server=clock.server,
+            first_seq=clock.first_seq,
+        )
+        first = False
+        if out.repaired is not None:
+            clock.add_details(out.repaired.details(), out.repaired.counts)
         result = out.result
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
@@ -101,6 +116,8 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
             )
         if result.cancelled:
             raise SyncCancelled(result.cancelled)
+        if out.reconciled:
+            clock.add_details(out.reconciled)
         if not result.has_more:
             return
 

@@ -96,6 +96,11 @@ class RecordView(BaseModel):
     items_deleted: int
     items_per_second: float | None = Field(description="items_synced / duration, once finished.")
     error_message: str | None
+    warning: str | None = Field(
+        default=None,
+        description="Set when the sync ran but something is wrong: the reconciliation found messages "
+        "missing that the gap ledger cannot explain.",
+    )
     sync_details: dict[str, Any] | None
     flow_run_id: str | None
     progress: Progress | None = Field(description="Set while the record is running.")
@@ -130,6 +135,12 @@ class SessionView(BaseModel):
     error_message: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the operator must know although the session ran, in words: its records' "
+        "warnings (reconciliation), its metadata session's failures (messages sessions). Filled in the "
+        "detail view.",
+    )
 
 
 class MetadataRefresh(BaseModel):
@@ -150,11 +161,6 @@ class SessionDetailView(SessionView):
     progress: SessionProgress | None = Field(default=None, description="Set while the session is running.")
     metadata_session: MetadataRefresh | None = Field(
         default=None, description="messages: the metadata session it ran first (None: it ran none)."
-    )
-    warnings: list[str] = Field(
-        default_factory=list,
-        description="What went wrong around the session without failing it, in words (e.g. its metadata "
-        "session failed for some instances).",
     )
 
 
@@ -286,6 +292,7 @@ def record_view(r: SyncInstanceRecord, now: dt.datetime | None = None, title: st
         items_deleted=r.items_deleted,
         items_per_second=round(r.items_synced / dur, 1) if dur else None,
         error_message=r.error_message,
+        warning=r.warning,
         sync_details=r.sync_details,
         flow_run_id=r.flow_run_id,
         progress=progress,
@@ -375,7 +382,7 @@ def session_detail_view(
         records=views,
         progress=measure_session_progress(views) if row.status == SessionStatus.RUNNING else None,
         metadata_session=refresh,
-        warnings=metadata_warnings(refresh),
+        warnings=metadata_warnings(refresh) + [v.warning for v in views if v.warning],
     )
 
 

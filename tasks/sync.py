@@ -94,28 +94,52 @@ async def plan_read(run: engine.InstanceRun) -> ReadPlan:
 class Chunk:
     result: engine.ChunkResult
     attempts: int
+    repaired: engine.RepairResult | None = None  # the gap ledger's repair, before the pages
+    reconciled: dict[str, Any] | None = None  # the per-run reconciliation, after the last page
 
 
 @task(name="sync-batches", cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
-async def sync_batches(run: engine.InstanceRun, count: int, max_batches: int, max_delay: float = 60) -> Chunk:
+async def sync_batches(
+    run: engine.InstanceRun,
+    count: int,
+    max_batches: int,
+    max_delay: float = 60,
+    repair: bool = False,
+    reconcile: bool = False,
+    server: tuple[int, int, int] | None = None,
+    first_seq: int | None = None,
+) -> Chunk:
     """Fetch and store up to ``max_batches`` pages from the committed cursor on (one
     transaction per page).
 
     A retry resumes after the last committed page and stops after its first page: the next
     chunk is a new task run with the whole retry budget, so every fetch gets the block's
-    max_retries, however long the sync."""
+    max_retries, however long the sync. The gap ledger (dense-seq sources) rides along, with no
+    task run of its own: ``repair`` (the run's first chunk) re-reads the open holes first, with
+    range reads that never move the cursor; ``reconcile``: when this chunk reaches the end,
+    compare the server's counts at the start (``server``/``first_seq``: what earlier chunks
+    saw) with the store."""
     opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     attempt = task_run_runtime.get_run_count()
     batches = 1 if attempt > 1 else max_batches
+
+    def work() -> Chunk:
+        read = page_reader(opened.source, run.opts)
+        repaired = engine.repair_gaps(run, read, count=count) if repair else None
+        result = engine.sync_chunk(run, read, count=count, max_batches=batches)
+        reconciled = None
+        if reconcile and not result.has_more and not result.cancelled:
+            first = first_seq if first_seq is not None else result.first_seq
+            reconciled = engine.reconcile(run, server=server or result.server, first_seq=first)
+        return Chunk(result=result, attempts=attempt, repaired=repaired, reconciled=reconciled)
+
     try:
-        result = await asyncio.to_thread(
-            lambda: engine.sync_chunk(run, page_reader(opened.source, run.opts), count=count, max_batches=batches)
-        )
+        chunk = await asyncio.to_thread(work)
     except RateLimitedError as exc:
         await _rate_limited(exc, max_delay)
         raise
     _check_lease(run, "between batches")
-    return Chunk(result=result, attempts=attempt)
+    return chunk
 
 
 @dataclass(frozen=True)

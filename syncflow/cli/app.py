@@ -18,7 +18,7 @@ from rich.console import RenderableType
 
 from syncflow import __version__
 from syncflow.cli import _output as out
-from syncflow.cli import changes, db, demo, deploy, instances, report, serve, sessions, sync, telegram
+from syncflow.cli import changes, db, demo, deploy, gaps, instances, report, serve, sessions, sync, telegram
 from syncflow.settings import get_settings, reset_settings
 from syncflow.store import sessions as session_svc
 from syncflow.store.models import utcnow
@@ -29,7 +29,8 @@ app = typer.Typer(
     help=(
         "syncflow: sync sessions on Prefect 3, pulling many source instances into one SQL store.\n\n"
         "Manage the store (`db`), the source instances (`instances`, `telegram` for Telegram accounts), "
-        "inspect sync sessions (`sessions`, `stats`), ask what changed (`changes`) and delete old ones (`cleanup`)."
+        "inspect sync sessions (`sessions`, `stats`), ask what changed (`changes`), see the seq holes and "
+        "their repair (`gaps`) and delete old sessions (`cleanup`)."
     ),
     epilog=(
         "The store is SYNCFLOW_DATABASE_URL (default: SQLite file syncflow.db under SYNCFLOW_HOME, "
@@ -48,6 +49,7 @@ app.add_typer(sync.sync_app, name="sync")
 app.add_typer(report.report_app, name="report")
 app.add_typer(serve.api_app, name="api")
 app.add_typer(telegram.telegram_app, name="telegram")
+app.add_typer(gaps.gaps_app, name="gaps")
 app.command("sweep")(sessions.sweep_cmd)
 app.command("changes")(changes.changes_cmd)
 app.command("demo")(demo.demo)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from syncflow.cli import _output as out
+from syncflow.store import gaps as gap_ledger
 from syncflow.store import instances as instance_svc
 from syncflow.store.models import InstanceKind, SyncConfigItem
 
@@ -231,7 +232,8 @@ def instances_show(
     with out.store() as session:
         inst = instance_svc.get_instance(session, name=name)
         payload = out.instance_payload(inst) | {
-            "sync_state": [out.sync_state_payload(i) for i in _sync_states(session, inst.id)]
+            "sync_state": [out.sync_state_payload(i) for i in _sync_states(session, inst.id)],
+            "gaps": gap_ledger.gap_counts(session, instance_id=inst.id),
         }
 
     def human(p: dict[str, Any]) -> list[RenderableType]:
@@ -249,6 +251,11 @@ def instances_show(
             ],
         )
         states = p["sync_state"]
+        g = p["gaps"]
+        holes = Text(
+            f"seq holes: {g['open']} open, {g['filled']} filled, {g['partly_filled']} partly filled, "
+            f"{g['confirmed_empty']} confirmed empty (syncflow gaps list {p['name']})"
+        )
         if not states:
             return [fields, Text("no sync state yet (it has never been synced)")]
         table = out.table(
@@ -266,7 +273,7 @@ def instances_show(
                 for s in states
             ],
         )
-        return [fields, table]
+        return [fields, table, holes]
 
     out.render(ctx, payload, human)
 

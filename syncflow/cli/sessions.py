@@ -176,7 +176,7 @@ def sessions_show(
                     r["items_updated"],
                     r["items_unchanged"],
                     r["items_deleted"],
-                    r["error_message"],
+                    r["error_message"] or (f"warning: {r['warning']}" if r.get("warning") else None),
                 ]
                 for r in p["records"]
             ],

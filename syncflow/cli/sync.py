@@ -387,7 +387,7 @@ def _final(ctx: typer.Context, session_id: str) -> int:
                 r["items_unchanged"],
                 r["items_deleted"],
                 out.fmt_duration(r["duration_seconds"]),
-                r["error_message"],
+                r["error_message"] or (f"warning: {r['warning']}" if r.get("warning") else None),
             ]
             for r in p["records"]
         ]

@@ -3,6 +3,7 @@
 * :mod:`~syncflow.engine.run`: begin (record running, single-flight lease) and finish;
 * :mod:`~syncflow.engine.incremental`: pages after the cursor, one transaction each;
 * :mod:`~syncflow.engine.snapshot`: a whole snapshot, one transaction;
+* :mod:`~syncflow.engine.gaps`: the gap ledger's repair and the per-run reconciliation;
 * :mod:`~syncflow.engine.lease`: keeping the lease alive between steps;
 * :mod:`~syncflow.engine.metrics`: what ends up in ``sync_details``;
 * :mod:`~syncflow.engine.options`: per-run options (full, ranges, batch size).
@@ -14,9 +15,11 @@ most ``SYNCFLOW_STORE_RETRY_SECONDS`` (:mod:`syncflow.store.outage`).
 No Prefect here: ``tasks/sync.py`` wraps these steps, ``flows/instance_sync.py`` orders them.
 """
 
+from syncflow.engine import gaps as _gaps
 from syncflow.engine import incremental as _incremental
 from syncflow.engine import run as _run
 from syncflow.engine import snapshot as _snapshot
+from syncflow.engine.gaps import GapPolicy, RepairResult, watches_gaps
 from syncflow.engine.incremental import ChunkResult, apply_batch, seq_holes
 from syncflow.engine.metrics import BatchClock
 from syncflow.engine.options import SyncOptions
@@ -32,20 +35,29 @@ begin_instance_sync = store_retrying(_run.begin_instance_sync)
 finish_instance_sync = store_retrying(_run.finish_instance_sync)
 should_stop = store_retrying(_run.should_stop)
 store_snapshot = store_retrying(_snapshot.store_snapshot)
+# The gap repair commits every few reads and settles each hole from what its read returned, so a
+# re-run repeats reads, never counts; the reconciliation is one read and one UPDATE.
+repair_gaps = store_retrying(_gaps.repair_gaps)
+reconcile = store_retrying(_gaps.reconcile)
 
 __all__ = [
     "BatchClock",
     "ChunkResult",
+    "GapPolicy",
     "InstanceRun",
+    "RepairResult",
     "Skipped",
     "Stored",
     "SyncOptions",
     "apply_batch",
     "begin_instance_sync",
     "finish_instance_sync",
+    "reconcile",
+    "repair_gaps",
     "resume_point",
     "seq_holes",
     "should_stop",
     "store_snapshot",
     "sync_chunk",
+    "watches_gaps",
 ]

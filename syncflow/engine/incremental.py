@@ -18,7 +18,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
 from syncflow.engine.run import InstanceRun, cancel_reason_of
-from syncflow.sources.base import PageLike
+from syncflow.sources.base import PageLike, source_kind
+from syncflow.store import gaps as gap_ledger
 from syncflow.store import messages as message_store
 from syncflow.store import sessions as book
 from syncflow.store import sync_state
@@ -37,6 +38,7 @@ class BatchResult:
     holes: list[tuple[int, int]]
     stop: bool  # the range end was reached
     cancelled: str | None = None  # why the sync must stop at this boundary
+    recorded: list[tuple[int, int]] = field(default_factory=list)  # holes new to the gap ledger
 
 
 def seq_holes(seqs: Sequence[int], after: int) -> list[tuple[int, int]]:
@@ -50,6 +52,24 @@ def seq_holes(seqs: Sequence[int], after: int) -> list[tuple[int, int]]:
             holes.append((prev + 1, s - 1))
         prev = s
     return holes
+
+
+def ledger_holes(run: InstanceRun, holes: list[tuple[int, int]], last_seq: int) -> list[tuple[int, int]]:
+    """The holes of a page that go into the gap ledger: none for a source whose seqs are not
+    dense (Telegram), and not the seqs below the first one a first read (cursor 0) sees: the
+    source's sequence starts where it starts."""
+    if not holes or not source_kind(run.kind).dense_seq:
+        return []
+    if last_seq == 0 and not run.opts.is_range and holes[0][0] == 1:
+        return holes[1:]
+    return holes
+
+
+def _server_counts(page: PageLike, asked: int) -> tuple[int, int, int] | None:
+    max_seq = getattr(page, "max_seq", None)
+    if page.total_count is None or not isinstance(max_seq, int):
+        return None
+    return (asked, page.total_count, max_seq)
 
 
 def _remaining(page: PageLike, new: int) -> int | None:
@@ -84,6 +104,9 @@ def apply_batch(
     seqs = [r[2] for r in rows]
     new = [s for s in seqs if s > last_seq]
     cursor = max(last_seq, new[-1]) if new else last_seq
+    holes = seq_holes(seqs, last_seq)
+    to_record = ledger_holes(run, holes, last_seq)
+    recorded: list[tuple[int, int]] = []
     with ExitStack() as stack:
         conn = connection or stack.enter_context((engine or get_engine()).connect())
         with conn.begin():
@@ -96,6 +119,14 @@ def apply_batch(
                 last_seq=None if opts.is_range else cursor,
                 lease_seconds=run.lease_seconds,
             )
+            if to_record:  # the page that revealed a hole records it, in its own transaction
+                recorded = gap_ledger.record_holes(
+                    conn,
+                    instance_id=run.instance_id,
+                    category=run.category,
+                    holes=to_record,
+                    session_id=run.session_id,
+                )
             statuses = book.add_record_progress(
                 conn,
                 record_id=run.record_id,
@@ -107,9 +138,10 @@ def apply_batch(
         cursor=cursor,
         first_seq=new[0] if new else None,
         last_seq=new[-1] if new else None,
-        holes=seq_holes(seqs, last_seq),
+        holes=holes,
         stop=stop,
         cancelled=cancel_reason_of(run, *statuses),
+        recorded=recorded,
     )
 
 
@@ -141,6 +173,9 @@ class ChunkResult:
     first_seq: int | None = None
     last_seq: int | None = None
     holes: list[tuple[int, int]] = field(default_factory=list)
+    recorded_holes: int = 0  # holes new to the gap ledger
+    # (cursor asked, totalCount, maxSeq) of the chunk's first page: what the server said it had
+    server: tuple[int, int, int] | None = None
     nbytes: int = 0
     store_seconds: float = 0.0
     stop: bool = False
@@ -172,6 +207,8 @@ def sync_chunk(
             current: Future[PageLike] = pool.submit(fetch, last, count)
             while True:
                 page = current.result()
+                if out.server is None:
+                    out.server = _server_counts(page, last)
                 in_range = to_seq is None or not page.rows or page.rows[-1][2] < to_seq
                 more = page.has_more and in_range
                 prefetch = more and out.batches + 1 < max_batches
@@ -193,6 +230,7 @@ def sync_chunk(
                 out.nbytes += page.nbytes
                 out.counts = out.counts + result.counts
                 out.holes.extend(result.holes)
+                out.recorded_holes += len(result.recorded)
                 if result.first_seq is not None and out.first_seq is None:
                     out.first_seq = result.first_seq
                 if result.last_seq is not None:
@@ -209,4 +247,4 @@ def sync_chunk(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["BatchResult", "ChunkResult", "apply_batch", "resume_point", "seq_holes", "sync_chunk"]
+__all__ = ["BatchResult", "ChunkResult", "apply_batch", "ledger_holes", "resume_point", "seq_holes", "sync_chunk"]

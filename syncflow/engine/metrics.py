@@ -27,6 +27,9 @@ class BatchClock:
         self.holes: list[tuple[int, int]] = []
         self.hole_count = 0
         self.counts = ItemCounts()
+        self.recorded_holes = 0  # holes new to the gap ledger
+        self.server: tuple[int, int, int] | None = None  # (cursor, totalCount, maxSeq) at the start
+        self.extra: dict[str, Any] = {}  # the gap repair's and the reconciliation's details
 
     def add_chunk(self, chunk: ChunkResult, *, retries: int) -> None:
         self.batches += chunk.batches
@@ -40,6 +43,16 @@ class BatchClock:
         if chunk.last_seq is not None:
             self.last_seq = chunk.last_seq
         self._holes(chunk.holes)
+        self.recorded_holes += chunk.recorded_holes
+        if self.server is None:
+            self.server = chunk.server
+
+    def add_details(self, details: dict[str, Any], counts: ItemCounts | None = None) -> None:
+        """Details of a step besides the page reads (gap repair, reconciliation) and the
+        counts it added to the record (late arrivals are created messages too)."""
+        self.extra.update(details)
+        if counts is not None:
+            self.counts = self.counts + counts
 
     def _holes(self, holes: list[tuple[int, int]]) -> None:
         self.hole_count += sum(b - a + 1 for a, b in holes)
@@ -66,6 +79,8 @@ class BatchClock:
             "created": self.counts.created,
             "updated": self.counts.updated,
             "unchanged": self.counts.unchanged,
+            "holes_recorded": self.recorded_holes,
+            **self.extra,
         }
 
 

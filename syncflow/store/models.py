@@ -308,6 +308,9 @@ class SyncInstanceRecord(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     sync_details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    # Something the operator must know although the sync ran (the reconciliation found data
+    # the gap ledger cannot explain); None when all is well.
+    warning: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -382,6 +385,48 @@ class Message(Base):
     kind: Mapped[str | None] = mapped_column(String(32))
     reply_to: Mapped[str | None] = mapped_column(String(128))
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class GapStatus(_Values):
+    """Status of a seq hole in the gap ledger (``seq_gaps``)."""
+
+    OPEN = "open"  # still watched: re-read by incremental syncs (``found`` may be > 0 already)
+    FILLED = "filled"  # every seq of the hole arrived late and is stored
+    PARTLY_FILLED = "partly_filled"  # watch over: some seqs arrived, the rest never did
+    CONFIRMED_EMPTY = "confirmed_empty"  # watch over: read N times across the window, nothing
+
+
+class SeqGap(Base):
+    """One seq hole of an (instance, category): the seqs ``from_seq..to_seq`` (inclusive) that a
+    page skipped. Written in the transaction of the page that revealed it; re-read by later
+    incremental syncs (``syncflow.engine.gaps``) until filled or confirmed empty."""
+
+    __tablename__ = "seq_gaps"
+    __table_args__ = (
+        CheckConstraint(one_of("status", GapStatus), name="status"),
+        CheckConstraint(one_of("category", Category), name="category"),
+        CheckConstraint("from_seq <= to_seq", name="range"),
+        UniqueConstraint("instance_id", "category", "from_seq"),
+        Index("idx_seq_gaps_instance_id_status", "instance_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(Integer, ForeignKey("instances.id", ondelete="CASCADE"), nullable=False)
+    category: Mapped[str] = mapped_column(String(20), nullable=False)
+    from_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    to_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_checked: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    checks: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(
+        String(20), nullable=False, default=GapStatus.OPEN.value, server_default=GapStatus.OPEN.value
+    )
+    found: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    session_id: Mapped[str | None] = mapped_column(String(36))  # the session whose page revealed it
+
+    @property
+    def width(self) -> int:
+        return self.to_seq - self.from_seq + 1
 
 
 class Conversation(Base):

@@ -15,6 +15,14 @@ HTTP (``POST /_admin/faults`` with the same fields as JSON replaces them, ``PATC
 required): ``GET|DELETE requests`` (the log), ``POST append`` ``{"n": 100, "holeRate": 0.1}``, ``GET state``.
 Rates are reproducible when ``Faults.seed`` is set.
 
+**Late mode** (seq allocated first, visible later, as on a source whose transactions commit out
+of seq order): ``late_rate`` hides each generated message with that probability, and
+:meth:`SeqServer.hide_messages` hides chosen ones; a hidden message's seq is taken (messages
+after it are served, leaving a hole) but it is not served, not counted in ``totalCount`` and
+not in ``maxSeq`` until it is released: after ``late_reads`` more sync requests (0: never by
+itself), or by :meth:`SeqServer.release_late` / ``POST /_admin/release`` ``{"seqs": [..]}``
+(no body: all). ``GET /_admin/state`` shows how many are hidden (``late``, while any are or ``late_rate`` is set).
+
 The server is an asyncio protocol around ``h11`` (which httpx already depends on) rather than
 an ASGI app: it is about as fast, and it owns the socket, so it can drop a connection before
 answering or in the middle of a body. Generated messages are not kept in memory: a message is
@@ -196,6 +204,8 @@ class SeqServer:
         port: int = 0,
         max_page_size: int = 10_000,
         request_log_size: int = 100_000,
+        late_rate: float = 0.0,
+        late_reads: int = 0,
     ) -> None:
         if not token:
             raise ValueError("token must not be empty")
@@ -203,6 +213,10 @@ class SeqServer:
             raise ValueError(f"start_seq must be in [0, 2^63-1], got {start_seq}")
         if not 0.0 <= hole_rate < 1.0:
             raise ValueError(f"hole_rate must be in [0, 1), got {hole_rate}")
+        if not 0.0 <= late_rate < 1.0:
+            raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
+        if late_reads < 0:
+            raise ValueError(f"late_reads must be >= 0, got {late_reads}")
         if messages < 0 or conversations < 0 or max_page_size < 1:
             raise ValueError("messages and conversations must be >= 0, max_page_size >= 1")
         self.token = token
@@ -212,6 +226,10 @@ class SeqServer:
         self._start_seq = start_seq
         self._key = _mix64(seed & _MASK64)
         self._hole_rng = random.Random(seed)
+        self.late_rate = late_rate
+        self.late_reads = late_reads
+        self._late_rng = random.Random(seed + 1)
+        self._late: dict[int, int] = {}  # hidden seq -> sync requests left before it shows (0: until released)
         self._lock = threading.Lock()
         self._seqs: array[int] = array("q")
         self._custom: dict[int, bytes] = {}
@@ -334,7 +352,16 @@ class SeqServer:
 
     # ---------------------------------------------------------------------- store
 
-    def _generate(self, n: int, first_seq: int, hole_rate: float | None = None) -> None:
+    def _generate(self, n: int, first_seq: int, hole_rate: float | None = None, late_rate: float | None = None) -> None:
+        before = len(self._seqs)
+        self._generate_seqs(n, first_seq, hole_rate)
+        late = self.late_rate if late_rate is None else late_rate
+        if late > 0.0:
+            rng = self._late_rng
+            hidden = [s for s in self._seqs[before:] if rng.random() < late]
+            self._hide(hidden, self.late_reads)
+
+    def _generate_seqs(self, n: int, first_seq: int, hole_rate: float | None = None) -> None:
         rate = self.hole_rate if hole_rate is None else hole_rate
         if n == 0:
             return
@@ -354,20 +381,73 @@ class SeqServer:
             seq += 1
         self._seqs.extend(new)
 
-    def append(self, n: int, *, hole_rate: float | None = None) -> list[int]:
-        """Generate ``n`` new messages after the current max seq; returns their seqs.
+    def append(self, n: int, *, hole_rate: float | None = None, late_rate: float | None = None) -> list[int]:
+        """Generate ``n`` new messages after the highest seq allocated; returns their seqs
+        (the late ones among them included).
 
-        ``hole_rate`` overrides the server's for these messages (seq holes at run time).
+        ``hole_rate`` / ``late_rate`` override the server's for these messages.
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if hole_rate is not None and not 0.0 <= hole_rate < 1.0:
             raise ValueError(f"hole_rate must be in [0, 1), got {hole_rate}")
+        if late_rate is not None and not 0.0 <= late_rate < 1.0:
+            raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
         with self._lock:
+            top = max(self._seqs[-1] if self._seqs else -1, max(self._late, default=-1))
+            first = top + 1 if top >= 0 else self._start_seq
+            known = set(self._late)
             before = len(self._seqs)
-            first = self._seqs[-1] + 1 if self._seqs else self._start_seq
-            self._generate(n, first, hole_rate)
-            return self._seqs[before:].tolist()
+            self._generate(n, first, hole_rate, late_rate)
+            return sorted([*self._seqs[before:].tolist(), *(s for s in self._late if s not in known)])
+
+    # ---------------------------------------------------------------- late mode
+
+    def _hide(self, seqs: Iterable[int], reads: int) -> int:
+        """Take these visible seqs out of what is served (caller holds the lock)."""
+        hidden = 0
+        for seq in seqs:
+            index = bisect_right(self._seqs, seq) - 1
+            if index >= 0 and self._seqs[index] == seq:
+                del self._seqs[index]
+                self._late[seq] = reads
+                hidden += 1
+        return hidden
+
+    def hide_messages(self, seqs: Iterable[int], *, reads: int | None = None) -> int:
+        """Make these messages late: their seqs stay taken but they are not served until
+        released (after ``reads`` more sync requests; default the server's ``late_reads``,
+        0: only by :meth:`release_late`). Returns how many were hidden."""
+        with self._lock:
+            return self._hide(seqs, self.late_reads if reads is None else reads)
+
+    def release_late(self, seqs: Iterable[int] | None = None) -> list[int]:
+        """Make late messages visible (all, or these seqs); returns the seqs released."""
+        with self._lock:
+            chosen = sorted(self._late) if seqs is None else sorted(s for s in set(seqs) if s in self._late)
+            for seq in chosen:
+                del self._late[seq]
+                self._seqs.insert(bisect_right(self._seqs, seq), seq)
+            return chosen
+
+    def late_seqs(self) -> list[int]:
+        """The seqs allocated but not visible yet, ascending."""
+        with self._lock:
+            return sorted(self._late)
+
+    def _tick_late(self) -> None:
+        """One sync request was served: late messages with a countdown come closer to showing
+        (caller holds the lock)."""
+        due = []
+        for seq, left in self._late.items():
+            if left > 0:
+                if left == 1:
+                    due.append(seq)
+                else:
+                    self._late[seq] = left - 1
+        for seq in due:
+            del self._late[seq]
+            self._seqs.insert(bisect_right(self._seqs, seq), seq)
 
     def remove_messages(self, seqs: Iterable[int]) -> int:
         """Delete the messages with these seqs (makes seq holes); returns how many existed."""
@@ -377,6 +457,9 @@ class SeqServer:
                 index = bisect_right(self._seqs, seq) - 1
                 if index >= 0 and self._seqs[index] == seq:
                     del self._seqs[index]
+                    self._custom.pop(seq, None)
+                    removed += 1
+                elif self._late.pop(seq, None) is not None:
                     self._custom.pop(seq, None)
                     removed += 1
         return removed
@@ -562,6 +645,8 @@ class SeqServer:
         with self._lock:
             fired = self._decide_faults(path)
             reply = self._answer(method, path, headers, fired, last_seq, count, request_error)
+            if path == SYNC_PATH and self._late:
+                self._tick_late()
             names = tuple(name for name in (*_FAULT_KINDS, "overlap") if name in fired)
             self._requests.append(
                 RequestRecord(method, path, last_seq, count, None if reply.drop else reply.status, names)
@@ -721,8 +806,17 @@ class SeqServer:
                 n, hole_rate = request.get("n", 1), request.get("holeRate")
                 if type(n) is not int or n < 0:
                     return _json_reply(400, {"code": 400, "message": "n must be an int >= 0"})
-                seqs = self.append(n, hole_rate=hole_rate)
+                seqs = self.append(n, hole_rate=hole_rate, late_rate=request.get("lateRate"))
                 return _json_reply(200, {"appended": len(seqs), "maxSeq": self.max_seq})
+            elif path == "/_admin/release" and method == "POST":
+                request = orjson.loads(body or b"{}") if body else {}
+                to_release = request.get("seqs")
+                if to_release is not None and (
+                    not isinstance(to_release, list) or not all(type(x) is int for x in to_release)
+                ):
+                    return _json_reply(400, {"code": 400, "message": "seqs must be a list of ints"})
+                released = self.release_late(to_release)
+                return _json_reply(200, {"released": released, "late": len(self.late_seqs())})
             elif path == "/_admin/state" and method == "GET":
                 return _json_reply(
                     200,
@@ -730,6 +824,8 @@ class SeqServer:
                         "messages": self.message_count,
                         "maxSeq": self.max_seq,
                         "conversations": len(self.conversations),
+                        # late mode only: how many messages are allocated but not visible yet
+                        **({"late": len(self.late_seqs())} if self.late_rate or self._late else {}),
                     },
                 )
             else:
@@ -942,6 +1038,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hole-rate", type=float, default=0.0, help="probability of a seq hole")
     parser.add_argument("--max-page-size", type=int, default=10_000, help="cap on a page's size")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument(
+        "--late-rate",
+        type=float,
+        default=0.0,
+        help="late mode: probability that a message's seq is allocated but the message is served "
+        "only later (after --late-reads sync requests, or POST /_admin/release)",
+    )
+    parser.add_argument(
+        "--late-reads", type=int, default=0, help="sync requests before a late message shows (0: only on release)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -954,6 +1060,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hole_rate=args.hole_rate,
             port=args.port,
             max_page_size=args.max_page_size,
+            late_rate=args.late_rate,
+            late_reads=args.late_reads,
         )
         if args.latency:
             server.set_faults(latency=args.latency)
@@ -970,7 +1078,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(
         f"seqserver: {server.message_count} messages (max seq {server.max_seq}) in "
-        f"{len(server.conversations)} conversations at {server.url} "
+        f"{len(server.conversations)} conversations at {server.url}"
+        + (f", {len(server.late_seqs())} late" if server.late_seqs() else "")
+        + " "
         f"(admin: {server.url}{ADMIN_PREFIX}faults); Ctrl-C to stop",
         file=sys.stderr,
         flush=True,

@@ -7,7 +7,7 @@
   const TOKEN_KEY = "syncflow.console.token";
   const PAGE = 25;
   const DETAIL = $("detail");  // kept: it moves in and out of the sessions table
-  const state = { offset: 0, total: 0, detail: null, instances: [], shown: [], selected: new Set(), window: "7d", openRecords: new Set(), checks: new Map() };
+  const state = { offset: 0, total: 0, detail: null, instances: [], shown: [], selected: new Set(), window: "7d", openRecords: new Set(), checks: new Map(), gaps: new Map() };
 
   // ------------------------------------------------------------------ helpers
   function el(tag, attrs, ...children) {
@@ -388,7 +388,7 @@
       el("td", { class: "num" }, fmtNum(r.items_updated)), el("td", { class: "num" }, fmtNum(r.items_unchanged)),
       el("td", { class: "num" }, fmtNum(r.items_deleted)), el("td", {}, fmtDur(r.duration_seconds)),
       el("td", { class: "num" }, fmtNum(r.items_per_second)), recordProgress(r),
-      el("td", { class: "error" }, r.error_message || ""),
+      el("td", { class: "error" }, r.error_message || (r.warning ? el("span", { class: "warning" }, "warning: " + r.warning) : "")),
       el("td", {}, el("button", { type: "button", class: "secondary record-toggle" + (ch.total ? " has-changes" : ""), "aria-expanded": String(open), onclick: () => toggleRecord(r) }, label)));
   }
   // The record detail, right under its row: what it changed (the first lines, and how many
@@ -559,8 +559,11 @@
       const row = el("tr", { dataset: { instance: i.name } },
         el("td", {}, i.name), el("td", {}, i.kind), el("td", {}, i.categories.join(", ")),
         el("td", {}, i.tags.join(", ") || "–"), el("td", {}, i.enabled ? "yes" : el("span", { class: "muted" }, "no")),
-        el("td", { class: "actions" }, el("button", { type: "button", class: "secondary check", disabled: res && res.busy, onclick: () => checkInstance(i.name) }, res && res.busy ? "checking…" : "check")));
-      return res && !res.busy ? [row, checkResultRow(i.name, res)] : [row];
+        el("td", { class: "actions" }, el("button", { type: "button", class: "secondary check", disabled: res && res.busy, onclick: () => checkInstance(i.name) }, res && res.busy ? "checking…" : "check"),
+          i.categories.includes("messages") && i.kind !== "telegram"
+            ? el("button", { type: "button", class: "secondary gaps-toggle", "aria-expanded": String(state.gaps.has(i.name)), onclick: () => toggleGaps(i.name) }, "gaps") : null));
+      const gaps = state.gaps.get(i.name);
+      return [row, ...(res && !res.busy ? [checkResultRow(i.name, res)] : []), ...(gaps ? [gapsRow(i.name, gaps)] : [])];
     });
     $("instances-body").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no instance registered: syncflow instances add ..."))]));
   }
@@ -596,6 +599,42 @@
     }
     state.checks.set(name, res);
     renderInstancePanel();
+  }
+
+  // ------------------------------------------------------------------ instances panel: gaps
+  // GET /sync_sessions/api/instances/{name}/gaps answers {instance, counts: {open, filled, ...},
+  // gaps: [{from_seq, to_seq, width, status, found, checks, first_seen, last_checked}]}.
+  async function toggleGaps(name) {
+    if (state.gaps.has(name)) { state.gaps.delete(name); renderInstancePanel(); return; }
+    state.gaps.set(name, { busy: true });
+    renderInstancePanel();
+    let res;
+    try { res = await api("GET", CFG.api + "/instances/" + encodeURIComponent(name) + "/gaps?limit=200"); }
+    catch (e) { res = { error: e.message }; }
+    state.gaps.set(name, res);
+    renderInstancePanel();
+  }
+  function gapsRow(name, res) {
+    let body;
+    if (res.busy) body = [el("p", { class: "muted" }, "loading the gap ledger…")];
+    else if (res.error) body = [el("p", { class: "check-error" }, res.error)];
+    else {
+      const c = res.counts || {};
+      const summary = el("p", { class: "gaps-summary" }, `seq holes of ${name}: ${fmtNum(c.open || 0)} open, ${fmtNum(c.filled || 0)} filled, ` +
+        `${fmtNum(c.partly_filled || 0)} partly filled, ${fmtNum(c.confirmed_empty || 0)} confirmed empty`);
+      // g.seqs is the exact text: seqs pass 2^53, where JavaScript numbers round
+      const rows = (res.gaps || []).map((g) => el("tr", { class: "gap " + g.status, dataset: { status: g.status, seqs: g.seqs } },
+        el("td", {}, g.seqs), el("td", { class: "num" }, fmtNum(g.width)),
+        el("td", {}, g.status), el("td", { class: "num" }, fmtNum(g.found)), el("td", { class: "num" }, fmtNum(g.checks)),
+        el("td", {}, fmtTime(g.first_seen)), el("td", {}, fmtTime(g.last_checked))));
+      body = [summary, rows.length
+        ? el("table", { class: "check-table gaps-table" },
+          el("thead", {}, el("tr", {}, ...["seqs", "width", "status", "found", "checks", "first seen", "last checked"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, rows))
+        : el("p", { class: "muted" }, "no hole recorded: every seq was served in order")];
+    }
+    return el("tr", { class: "gaps-result", dataset: { instance: name } },
+      el("td", { colspan: 6 }, body, el("button", { type: "button", class: "secondary gaps-close", onclick: () => { state.gaps.delete(name); renderInstancePanel(); } }, "hide")));
   }
 
   // ------------------------------------------------------------------ what changed

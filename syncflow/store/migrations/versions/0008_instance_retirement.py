@@ -1,7 +1,7 @@
 """instance retirement, block binding, the metadata session of a messages session
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 
 * ``instances.retired_at``: ``syncflow instances remove`` retires an instance instead of
@@ -25,8 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-# TODO(integrator): "0007" once 0007_gap_ledger.py lands (chained to 0006 so this branch runs alone).
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
