@@ -121,7 +121,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     one (``SYNCFLOW_DATABASE_URL``) unless ``engine`` is given; Prefect is the API of
     ``PREFECT_API_URL``.
     """
-    from syncflow.api import queue_api, sessions_api
+    from syncflow.api import instances_api, queue_api, sessions_api
 
     settings = settings or ApiSettings()
     token = settings.token.get_secret_value() if settings.token else None
@@ -147,6 +147,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     _install_errors(app)
     app.include_router(sessions_api.router)
     app.include_router(queue_api.router)
+    app.include_router(instances_api.router)
     app.mount("/sync_sessions/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_docs(app)
     templates = Jinja2Templates(directory=str(HERE / "templates"))

@@ -127,6 +127,12 @@ def instances_add(
             "--connect-timeout", help="postgres/mysql: seconds for connect + login (default 10).", show_default=False
         ),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check", help="Check the connection and login first; refuse when they fail (default)."
+        ),
+    ] = True,
     _json: out.JsonFlag = False,
 ) -> None:
     """Register a source instance.
@@ -135,7 +141,8 @@ def instances_add(
     (the token read from $VAR, encrypted by Prefect). For postgres and mysql,
     `--host H [--port P] --user U [--password-env VAR] [--database DB] [--tls-mode M]
     [--connect-timeout S]` does the same (the password read from $VAR). Any kind may
-    instead name an existing block with --block.
+    instead name an existing block with --block. The connection and login are checked first
+    (the instance is not added when they fail): --no-check to skip.
     """
     from syncflow.cli.sync import connection_block
 
@@ -159,6 +166,10 @@ def instances_add(
         timeout=timeout,
         batch_size=batch_size,
     )
+    if check:
+        from syncflow.cli.instance_admin import add_check
+
+        add_check(name.strip(), kind, block_name, categories)
     with out.store() as session:
         inst = instance_svc.add_instance(
             session,

@@ -392,7 +392,7 @@ def test_scheduled_account_deployment_syncs_database_servers(lp: LocalPrefect, s
     lp.run([SYNCFLOW, "instances", "add", "sched-my", "--kind", "mysql", "--host", "127.0.0.1",
             "--port", "3306", "--user", "root"])  # fmt: skip
     lp.run([SYNCFLOW, "instances", "add", "sched-bad", "--kind", "mysql", "--host", "127.0.0.1", "--port", "3306",
-            "--user", "root", "--password-env", "SCHED_BAD_PW"], SCHED_BAD_PW="not-the-password")  # fmt: skip
+            "--user", "root", "--password-env", "SCHED_BAD_PW", "--no-check"], SCHED_BAD_PW="not-the-password")  # fmt: skip
     lp.start_worker("w-sched")
     run_id = deployment_run(lp, "sync-session/scheduled-account", {})  # what the hourly schedule starts
 
