@@ -77,6 +77,78 @@ async def ping(timeout: float) -> str | None:
     return None if err is None else f"{type(err).__name__}: {err}"[:300]
 
 
+# ------------------------------------------------------------------ health (doctor)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A work pool as ``syncflow doctor`` and ``sync run --deployment`` see it."""
+
+    name: str
+    exists: bool
+    paused: bool = False
+    workers: int = 0
+    live_workers: tuple[str, ...] = ()
+
+
+async def work_pool_status(name: str, *, timeout: float) -> PoolStatus:
+    """Whether the work pool exists, is paused, and which of its workers are online (a worker
+    is online while its heartbeats arrive)."""
+    from prefect.client.schemas.objects import WorkerStatus
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> PoolStatus:
+        async with _client() as client:
+            try:
+                pool = await client.read_work_pool(name)
+            except ObjectNotFound:
+                return PoolStatus(name, exists=False)
+            workers = await client.read_workers_for_work_pool(name)
+        live = tuple(sorted(w.name for w in workers if w.status == WorkerStatus.ONLINE))
+        return PoolStatus(name, exists=True, paused=bool(pool.is_paused), workers=len(workers), live_workers=live)
+
+    return await bounded(f"reading work pool {name}", go(), timeout)
+
+
+async def missing_limits(categories: Sequence[str], *, timeout: float) -> list[str]:
+    """The global concurrency limits ``tag:sync:<category>`` that do not exist (or are inactive)."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> list[str]:
+        missing: list[str] = []
+        async with _client() as client:
+            for category in categories:
+                name = names.limit_name(category)
+                try:
+                    gcl = await client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    missing.append(name)
+                    continue
+                if not gcl.active:
+                    missing.append(f"{name} (inactive)")
+        return missing
+
+    return await bounded("reading the concurrency limits", go(), timeout)
+
+
+async def deployment_pool(deployment: str, *, timeout: float) -> str | None:
+    """The work pool ``deployment`` runs on (None: served by a runner); :class:`NotFoundError`
+    when it does not exist."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> str | None:
+        async with _client() as client:
+            try:
+                dep = await client.read_deployment_by_name(deployment)
+            except ObjectNotFound:
+                raise NotFoundError(
+                    f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
+                ) from None
+        return dep.work_pool_name or None
+
+    return await bounded(f"reading deployment {deployment}", go(), timeout)
+
+
 # ------------------------------------------------------------- concurrency limits
 
 
@@ -686,6 +758,7 @@ def serve(deployments: Sequence[Any], *, limit: int | None) -> None:
 
 __all__ = [
     "SLOT_LEASE_SECONDS",
+    "PoolStatus",
     "QueuedRun",
     "StartedRun",
     "api_url",
@@ -695,6 +768,7 @@ __all__ = [
     "category_deployments",
     "clear_queued",
     "deployment_parameters",
+    "deployment_pool",
     "deployments_on_work_pool",
     "ensure_concurrency_limit",
     "ensure_limits",
@@ -702,6 +776,7 @@ __all__ = [
     "find_session_run",
     "follow_run",
     "hold_slot",
+    "missing_limits",
     "pause_schedules",
     "ping",
     "read_limit",
@@ -711,4 +786,5 @@ __all__ = [
     "runner_deployment",
     "serve",
     "start_run",
+    "work_pool_status",
 ]
