@@ -27,6 +27,7 @@ from syncflow.errors import (
     IllegalTransitionError,
     NotFoundError,
     SyncflowError,
+    clean_message,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _install_errors(app: FastAPI) -> None:
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Like FastAPI's own, minus the echo of the input (it may hold a token or be huge).
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": list(e.get("loc", ())), "msg": clean_message(str(e.get("msg", ""))), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)

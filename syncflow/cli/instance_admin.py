@@ -17,7 +17,7 @@ from rich.console import RenderableType
 
 from syncflow.cli import _output as out
 from syncflow.cli.instances import instances_app
-from syncflow.errors import ConfigError, NotFoundError
+from syncflow.errors import ConfigError, NotFoundError, clean_message
 from syncflow.store import instances as instance_svc
 from syncflow.store.instance_updates import update_instance
 from syncflow.store.models import Instance
@@ -43,9 +43,7 @@ def pydantic_message(exc: Any) -> str:
     """The first problem of a pydantic ValidationError, without pydantic's "Value error, " prefix."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-    msg = str(err.get("msg", exc))
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
+    msg = clean_message(str(err.get("msg", exc)))
     return f"{where}: {msg}" if where else msg
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.cli import _runtime
-from syncflow.errors import ConfigError, SyncflowError
+from syncflow.errors import ConfigError, SyncflowError, clean_message
 from syncflow.names import MANUAL_BATCH
 from syncflow.reports.sessions import UNITS as REPORT_UNITS
 from syncflow.reports.sessions import progress_text
@@ -71,7 +71,7 @@ def save_seq_block(
     try:
         block = SeqHttpInstance(**fields)
     except ValidationError as exc:
-        raise ConfigError(f"instance {instance}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"instance {instance}: {clean_message(exc.errors()[0]['msg'])}") from None
     name = block_name_for(instance)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
@@ -119,7 +119,7 @@ def save_database_block(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"instance {instance}: {where}: {err['msg']}") from None
+        raise ConfigError(f"instance {instance}: {where}: {clean_message(err['msg'])}") from None
     block.connection()  # the same checks the sync will make (ConfigError)
     name = block_name_for(instance)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
