@@ -342,13 +342,17 @@ def add_check(name: str, kind: str, block_name: str | None, categories: list[str
     """``instances add``'s connection check (login) of the block just saved: a ConfigError
     with the failed checks when it fails."""
     from syncflow.sources.base import source_kind
+    from syncflow.store.models import Category
 
+    spec = source_kind(kind)
+    cats = tuple(Category.parse(c, what="category").value for c in categories or spec.default_categories)
+    for cat in cats:  # what the registry would refuse is said first, before any connection
+        spec.check(cat, instance=name)
     if not block_name:
         return  # nothing to check yet (e.g. a Telegram chat added later by discover)
     _prepare()
     from tasks import instance_check as ic
 
-    cats = tuple(categories or source_kind(kind).default_categories)
     result = asyncio.run(
         ic.check_instance(ic.InstanceRef(name, kind, block_name, cats), timeout=PREFECT_TIMEOUT, login_only=True)
     )
