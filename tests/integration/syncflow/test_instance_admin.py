@@ -239,3 +239,43 @@ async def _api_checks(app: Any, auth: dict[str, str]) -> None:
         assert (await c.post("/sync_sessions/api/instances/api-im/check")).status_code == 401
         schema = (await c.get("/openapi.json")).json()
         assert "/sync_sessions/api/instances/{name}/check" in schema["paths"]
+
+
+def test_telegram_chat_check_goes_through_the_adapter(env: tuple[Engine, Cli], monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.telegram import TelegramAccountBlock
+    from syncflow.engine.account_lease import close_all_gates
+    from syncflow.settings import reset_settings
+    from syncflow.sources.telegram import close_all_connections
+    from syncflow.testing.telegram_fake import FakeTelegram
+
+    _, run = env
+    monkeypatch.setenv("SYNCFLOW_TELEGRAM_CLIENT_FACTORY", "syncflow.testing.telegram_fake:env_client_factory")
+    reset_settings()
+    world = FakeTelegram().install()
+    try:
+        session = "1BQAfake-session-of-the-check-tests-" + "s" * 30
+        acct = world.add_account(session, phone="+4915100000009", code="1", password="p")
+        news = acct.add_channel(21, "News", username="news")
+        for i in range(3):
+            acct.add_message(news, f"m{i}")
+        TelegramAccountBlock(api_id=12345, api_hash="f" * 32, session=session).save("tg-chk", overwrite=True)
+        run.ok("telegram", "discover", "tg-chk")
+        (name,) = [i["name"] for i in run.json("instances", "list", "--kind", "telegram")]
+        report = run.json("instances", "check", name)
+        checks = _checks(report, name)
+        assert report["ok"] is True, report
+        assert checks["block"]["detail"].startswith("'tg-chk' on ")
+        assert set(checks) >= {"connection", "credentials", "privileges: messages", "privileges: metadata"}
+        assert checks["privileges: messages"]["detail"].startswith("can read messages")
+
+        acct.revoke()  # the session was revoked (logged out elsewhere): the adapter says so
+        close_all_connections()
+        report = run.json("instances", "check", name, code=1)
+        checks = _checks(report, name)
+        assert checks["credentials"]["ok"] is False and checks["connection"]["ok"] is True
+        assert "login" in checks["credentials"]["detail"]
+        assert session not in json.dumps(report)
+    finally:
+        close_all_connections()
+        close_all_gates()
+        FakeTelegram.uninstall()
