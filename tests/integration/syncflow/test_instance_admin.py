@@ -279,3 +279,40 @@ def test_telegram_chat_check_goes_through_the_adapter(env: tuple[Engine, Cli], m
         close_all_connections()
         close_all_gates()
         FakeTelegram.uninstall()
+
+
+def test_doctor_names_each_problem_with_its_fix(env: tuple[Engine, Cli], tmp_path: Any) -> None:
+    engine, run = env
+    with session_scope(engine) as s:
+        inst_svc.add_instance(s, name="doc-pg", kind="postgres", block_name="syncflow-doc-pg-gone")
+        inst_svc.add_instance(s, name="doc-off", kind="postgres", block_name="x", enabled=False)  # not looked at
+    report = run.json("doctor", "--work-pool", "sf-doctor-nowhere", code=1)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["ok"] is False
+    assert checks["store"]["status"] == "ok" and checks["store schema"]["status"] == "ok"
+    assert checks["prefect server"]["status"] == "ok"  # the harness's server, in PREFECT_API_URL
+    assert checks["work pool"] == {
+        "check": "work pool",
+        "status": "fail",
+        "detail": "'sf-doctor-nowhere' does not exist",
+        "fix": "syncflow setup",
+    }
+    assert checks["deployments"]["status"] == "warn" and checks["deployments"]["fix"] == "prefect deploy --all"
+    assert checks["instance doc-pg"]["status"] == "fail"
+    fix = "syncflow instances update doc-pg --host HOST --user USER --password-env VAR"
+    assert checks["instance doc-pg"]["fix"] == fix
+    assert "instance doc-off" not in checks
+
+    # a store that was never migrated: said first, with its fix
+    unmigrated = f"sqlite:///{tmp_path / 'empty.db'}"
+    make_engine(unmigrated).dispose()
+    (tmp_path / "empty.db").touch()
+    result = run("--database-url", unmigrated, "doctor", "--json")
+    assert result.exit_code == 1
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["store schema"] == {
+        "check": "store schema",
+        "status": "fail",
+        "detail": "never migrated (no tables)",
+        "fix": "syncflow db upgrade",
+    }
