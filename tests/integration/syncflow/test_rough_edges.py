@@ -105,3 +105,30 @@ def test_store_urls_that_cannot_work_say_what_to_write(runner: CliRunner, url: s
         assert expected in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("5s", "at least 10s"), ("soon", "is not a delay like 30s, 15m or 1h")],
+)
+def test_setup_alert_delay_is_checked_before_anything(runner: CliRunner, value: str, needle: str) -> None:
+    result = runner.invoke(cli.app, ["setup", "--alerts", "hook", "--alert-not-started", value])
+    assert result.exit_code == 2 and needle in result.output
+
+
+def test_alert_specs_are_valid_prefect_triggers() -> None:
+    import datetime as dt
+
+    from prefect.events.schemas.automations import EventTrigger
+
+    from deployments.alerts import alert_specs
+
+    specs = alert_specs(failures_in_a_row=4, not_started_within=dt.timedelta(minutes=20))
+    triggers = {s.name: EventTrigger(**s.trigger) for s in specs}
+    failing = triggers["syncflow: instance failing in a row"]
+    assert failing.expect == {"syncflow.instance.failed"}
+    assert failing.match.root["syncflow.consecutive-failures"] == "4"
+    late = triggers["syncflow: session did not start"]
+    assert late.posture == "Proactive" and late.within == dt.timedelta(minutes=20)
+    assert late.after == {"prefect.flow-run.Late"} and late.expect == {"prefect.flow-run.Running"}
+    assert "20 min" in next(s.body for s in specs if s.name == "syncflow: session did not start")
