@@ -21,7 +21,7 @@ from prefect.runtime import flow_run as flow_run_runtime
 from syncflow.engine import BatchClock, InstanceRun, Skipped, watches_gaps
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
-from tasks import artifacts
+from tasks import alerts, artifacts
 from tasks import sync as t
 
 
@@ -75,6 +75,13 @@ async def sync_instance(
         error = _describe(run, exc, details.get("attempts"))
         logger.error("%s", error)
         await t.finish_sync(run, "failed", clock.details(complete=False) if run.incremental else details, error)
+        await alerts.instance_failed(
+            instance_id=run.instance_id,
+            instance=run.instance_name,
+            category=run.category,
+            session_id=run.session_id,
+            error=error,
+        )
         raise
     status = await t.finish_sync(run, "completed", details, None)
     logger.info("%s: %s", run.instance_name, status)

@@ -74,6 +74,18 @@ class LockedError(SyncflowError):
     """Another sync of the same (instance, category) holds the single-flight lock."""
 
 
+# pydantic prefixes the message of a ValueError/AssertionError raised in a validator with these.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def clean_message(msg: str) -> str:
+    """A pydantic error message without its "Value error, " prefix (the validator's own words)."""
+    for prefix in _PYDANTIC_PREFIXES:
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
 __all__ = [
     "AlreadyExistsError",
     "AuthError",
@@ -89,4 +101,5 @@ __all__ = [
     "SyncError",
     "SyncflowError",
     "TransientSyncError",
+    "clean_message",
 ]

@@ -96,15 +96,37 @@ def progress_artifact_key(session_id: str) -> str:
     return f"{artifact_key(session_id)}-progress"
 
 
+# ------------------------------------------------------------------------ alerts
+
+# The event an instance sync's failure emits (resource ``syncflow.instance.<name>``, label
+# ``syncflow.consecutive-failures``): the "failing N runs in a row" automation matches it.
+INSTANCE_FAILED_EVENT = "syncflow.instance.failed"
+INSTANCE_RESOURCE_PREFIX = "syncflow.instance."
+STREAK_LABEL = "syncflow.consecutive-failures"
+
+# The automations `syncflow setup --alerts BLOCK` creates (found again by these names).
+ALERT_SESSION_FAILED = "syncflow: session failed"
+ALERT_INSTANCE_FAILING = "syncflow: instance failing in a row"
+ALERT_SESSION_NOT_STARTED = "syncflow: session did not start"
+ALERTS: tuple[str, ...] = (ALERT_SESSION_FAILED, ALERT_INSTANCE_FAILING, ALERT_SESSION_NOT_STARTED)
+
+
 __all__ = [
+    "ALERTS",
+    "ALERT_INSTANCE_FAILING",
+    "ALERT_SESSION_FAILED",
+    "ALERT_SESSION_NOT_STARTED",
     "DB_INSTANCE_DEPLOYMENT",
     "DEFAULT_LIMITS",
     "FALLBACK_LIMIT",
     "INSTANCE_DEPLOYMENT",
+    "INSTANCE_FAILED_EVENT",
+    "INSTANCE_RESOURCE_PREFIX",
     "LIMIT_PREFIX",
     "MANUAL_BATCH",
     "SCHEDULED_DEPLOYMENTS",
     "SESSION_FLOW",
+    "STREAK_LABEL",
     "WORK_POOL",
     "artifact_key",
     "category_tag",

@@ -77,6 +77,168 @@ async def ping(timeout: float) -> str | None:
     return None if err is None else f"{type(err).__name__}: {err}"[:300]
 
 
+# ------------------------------------------------------------------ health (doctor)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A work pool as ``syncflow doctor`` and ``sync run --deployment`` see it."""
+
+    name: str
+    exists: bool
+    paused: bool = False
+    workers: int = 0
+    live_workers: tuple[str, ...] = ()
+
+
+async def work_pool_status(name: str, *, timeout: float) -> PoolStatus:
+    """Whether the work pool exists, is paused, and which of its workers are online (a worker
+    is online while its heartbeats arrive)."""
+    from prefect.client.schemas.objects import WorkerStatus
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> PoolStatus:
+        async with _client() as client:
+            try:
+                pool = await client.read_work_pool(name)
+            except ObjectNotFound:
+                return PoolStatus(name, exists=False)
+            workers = await client.read_workers_for_work_pool(name)
+        live = tuple(sorted(w.name for w in workers if w.status == WorkerStatus.ONLINE))
+        return PoolStatus(name, exists=True, paused=bool(pool.is_paused), workers=len(workers), live_workers=live)
+
+    return await bounded(f"reading work pool {name}", go(), timeout)
+
+
+async def missing_limits(categories: Sequence[str], *, timeout: float) -> list[str]:
+    """The global concurrency limits ``tag:sync:<category>`` that do not exist (or are inactive)."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> list[str]:
+        missing: list[str] = []
+        async with _client() as client:
+            for category in categories:
+                name = names.limit_name(category)
+                try:
+                    gcl = await client.read_global_concurrency_limit_by_name(name)
+                except ObjectNotFound:
+                    missing.append(name)
+                    continue
+                if not gcl.active:
+                    missing.append(f"{name} (inactive)")
+        return missing
+
+    return await bounded("reading the concurrency limits", go(), timeout)
+
+
+async def deployment_pool(deployment: str, *, timeout: float) -> str | None:
+    """The work pool ``deployment`` runs on (None: served by a runner); :class:`NotFoundError`
+    when it does not exist."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def go() -> str | None:
+        async with _client() as client:
+            try:
+                dep = await client.read_deployment_by_name(deployment)
+            except ObjectNotFound:
+                raise NotFoundError(
+                    f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
+                ) from None
+        return dep.work_pool_name or None
+
+    return await bounded(f"reading deployment {deployment}", go(), timeout)
+
+
+# ---------------------------------------------------------------------- automations
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """One automation ``syncflow setup --alerts`` keeps: an event trigger (the fields of
+    Prefect's ``EventTrigger``) whose action sends a notification through a block."""
+
+    name: str
+    description: str
+    trigger: dict[str, Any]
+    subject: str
+    body: str
+
+
+async def notification_block_id(block: str, *, timeout: float) -> str:
+    """The id of notification block ``block`` (``NAME`` or ``TYPE-SLUG/NAME``, as
+    ``prefect block ls`` shows it). :class:`NotFoundError` naming what exists when missing,
+    :class:`syncflow.errors.ConfigError` when that block cannot notify."""
+    from syncflow.errors import ConfigError
+
+    slug, _, name = block.rpartition("/")
+
+    async def go() -> str:
+        async with _client() as client:
+            docs = await client.read_block_documents(include_secrets=False)
+        found = [d for d in docs if d.name == name and (not slug or d.block_type.slug == slug)]
+        if not found:
+            notify = sorted(
+                f"{d.block_type.slug}/{d.name}"
+                for d in docs
+                if d.block_schema and "notify" in (d.block_schema.capabilities or [])
+            )
+            raise NotFoundError(
+                f"no block named {block!r} on the Prefect API (notification blocks there: "
+                f"{', '.join(notify) or 'none'}; create one, e.g. a custom-webhook block, in the UI or with Python)"
+            )
+        if len(found) > 1:
+            raise ConfigError(
+                f"several blocks are named {name!r}: say which with TYPE/NAME "
+                f"({', '.join(f'{d.block_type.slug}/{d.name}' for d in found)})"
+            )
+        doc = found[0]
+        if doc.block_schema is not None and "notify" not in (doc.block_schema.capabilities or []):
+            raise ConfigError(
+                f"block {doc.block_type.slug}/{doc.name} cannot send notifications "
+                "(use a notification block: custom-webhook, slack-webhook, ...)"
+            )
+        return str(doc.id)
+
+    return await bounded(f"reading block {block}", go(), timeout)
+
+
+async def ensure_automations(specs: Sequence[AlertSpec], *, block_id: str, timeout: float) -> dict[str, str]:
+    """Create each automation that is missing, update one that differs (found by name); returns
+    what happened to each: ``created``, ``updated`` or ``kept``."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger
+
+    async def go() -> dict[str, str]:
+        done: dict[str, str] = {}
+        async with _client() as client:
+            for spec in specs:
+                wanted = AutomationCore(
+                    name=spec.name,
+                    description=spec.description,
+                    enabled=True,
+                    trigger=EventTrigger(**spec.trigger),
+                    actions=[SendNotification(block_document_id=block_id, subject=spec.subject, body=spec.body)],
+                )
+                existing = await client.read_automations_by_name(spec.name)
+                if not existing:
+                    await client.create_automation(wanted)
+                    done[spec.name] = "created"
+                    continue
+                first, *extra = existing
+                for dup in extra:  # two setups raced: keep one
+                    await client.delete_automation(dup.id)
+                keys = {"description", "enabled", "trigger", "actions"}
+                have = first.model_dump(mode="json", include=keys)
+                if have == wanted.model_dump(mode="json", include=keys):
+                    done[spec.name] = "kept"
+                else:
+                    await client.update_automation(first.id, wanted)
+                    done[spec.name] = "updated"
+        return done
+
+    return await bounded("creating the automations", go(), timeout)
+
+
 # ------------------------------------------------------------- concurrency limits
 
 
@@ -742,6 +904,8 @@ def serve(deployments: Sequence[Any], *, limit: int | None) -> None:
 
 __all__ = [
     "SLOT_LEASE_SECONDS",
+    "AlertSpec",
+    "PoolStatus",
     "QueuedRun",
     "StartedRun",
     "api_url",
@@ -752,7 +916,9 @@ __all__ = [
     "clear_queued",
     "crash_dead_runs",
     "deployment_parameters",
+    "deployment_pool",
     "deployments_on_work_pool",
+    "ensure_automations",
     "ensure_concurrency_limit",
     "ensure_limits",
     "ensure_work_pool",
@@ -760,6 +926,8 @@ __all__ = [
     "follow_run",
     "hold_slot",
     "mark_crashed",
+    "missing_limits",
+    "notification_block_id",
     "pause_schedules",
     "ping",
     "read_limit",
@@ -769,4 +937,5 @@ __all__ = [
     "runner_deployment",
     "serve",
     "start_run",
+    "work_pool_status",
 ]

@@ -27,6 +27,7 @@ from syncflow.errors import (
     IllegalTransitionError,
     NotFoundError,
     SyncflowError,
+    clean_message,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _install_errors(app: FastAPI) -> None:
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Like FastAPI's own, minus the echo of the input (it may hold a token or be huge).
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": list(e.get("loc", ())), "msg": clean_message(str(e.get("msg", ""))), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
@@ -124,7 +125,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     one (``SYNCFLOW_DATABASE_URL``) unless ``engine`` is given; Prefect is the API of
     ``PREFECT_API_URL``.
     """
-    from syncflow.api import gaps_api, queue_api, sessions_api
+    from syncflow.api import gaps_api, instances_api, queue_api, sessions_api
 
     settings = settings or ApiSettings()
     token = settings.token.get_secret_value() if settings.token else None
@@ -151,6 +152,7 @@ def create_app(settings: ApiSettings | None = None, *, engine: Engine | None = N
     app.include_router(sessions_api.router)
     app.include_router(queue_api.router)
     app.include_router(gaps_api.router)
+    app.include_router(instances_api.router)
     app.mount("/sync_sessions/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_docs(app)
     templates = Jinja2Templates(directory=str(HERE / "templates"))

@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 
-from syncflow.errors import ConfigError, SyncflowError
+from syncflow.errors import ConfigError, SyncflowError, clean_message
 from syncflow.reports.sessions import fmt_eta
 from syncflow.settings import get_settings
 from syncflow.store import migrations
@@ -129,7 +129,9 @@ def not_initialised() -> ConfigError:
 
 
 def _settings_message(exc: pydantic.ValidationError) -> str:
-    problems = [f"SYNCFLOW_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()]
+    problems = [
+        f"SYNCFLOW_{'_'.join(str(p) for p in err['loc']).upper()}: {clean_message(err['msg'])}" for err in exc.errors()
+    ]
     return "invalid settings: " + "; ".join(problems)
 
 

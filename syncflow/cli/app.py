@@ -17,8 +17,11 @@ import typer
 from rich.console import RenderableType
 
 from syncflow import __version__
+from syncflow.cli import _help as _help_fixes  # noqa: F401  (flags print no "<bool>" in --help)
 from syncflow.cli import _output as out
 from syncflow.cli import changes, db, demo, deploy, gaps, instances, report, serve, sessions, sync, telegram
+from syncflow.cli import doctor as doctor_cli
+from syncflow.cli import instance_admin as _instance_admin  # noqa: F401  (instances update/check)
 from syncflow.settings import get_settings, reset_settings
 from syncflow.store import sessions as session_svc
 from syncflow.store.models import utcnow
@@ -56,6 +59,7 @@ app.command("demo")(demo.demo)
 app.command("setup")(deploy.setup_cmd)
 app.command("runner")(deploy.runner_cmd)
 app.command("serve")(serve.serve_cmd)
+app.command("doctor")(doctor_cli.doctor_cmd)
 
 
 def _show_version(value: bool) -> None:

@@ -5,9 +5,10 @@ go into Prefect blocks, never into the store), runs a messages session over them
 first brings their metadata up to date in a metadata session of its own, the seed's rule),
 appends new messages on the servers and runs a second, incremental messages session that
 fetches only what is new; after each session it shows how many instance syncs ran at once
-against the category's concurrency limit. Store: SQLite under SYNCFLOW_HOME
-(default ./.syncflow) unless SYNCFLOW_DATABASE_URL says otherwise; Prefect: ephemeral mode
-unless PREFECT_API_URL names a server.
+against the category's concurrency limit. Store: the demo's own SQLite file,
+``$SYNCFLOW_HOME/demo/syncflow.db`` (default ./.syncflow/demo), never SYNCFLOW_DATABASE_URL's:
+the demo's instances and sessions stay out of an operator's store and schedules. Prefect:
+ephemeral mode unless PREFECT_API_URL names a server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Annotated
 
 import typer
 
-from syncflow.cli import _output as out
 from syncflow.cli.sync import new_binding, run_session, save_seq_block
 from syncflow.errors import NotFoundError
 from syncflow.names import limit_name
@@ -32,6 +32,21 @@ LATENCY = 0.25  # seconds per request: a remote server's round trip, so instance
 
 TOKEN_ENV = "SYNCFLOW_DEMO_TOKEN"
 DEMO_TAG = "demo"
+DEMO_DIR = "demo"  # under SYNCFLOW_HOME: the demo's own store
+
+
+def use_demo_store() -> str:
+    """Point this process at the demo's own SQLite store, ``$SYNCFLOW_HOME/demo/syncflow.db``
+    (whatever SYNCFLOW_DATABASE_URL / --database-url say): its instances and sessions never land
+    in an operator's store, so no scheduled session ever runs over them. Returns its URL."""
+    from syncflow.settings import get_settings, reset_settings
+
+    folder = (get_settings().home / DEMO_DIR).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{folder / 'syncflow.db'}"
+    os.environ["SYNCFLOW_DATABASE_URL"] = url
+    reset_settings()
+    return url
 
 
 def _register(servers: dict[str, SeqServer]) -> None:
@@ -109,8 +124,9 @@ def demo(
     and messages into the store, append messages, and sync again incrementally."""
     os.environ.setdefault(TOKEN_ENV, "demo-token")
     token = os.environ[TOKEN_ENV]
+    demo_url = use_demo_store()
     upgrade(get_engine())
-    typer.echo(f"store: {out.safe_url(out.store_url())}")
+    typer.echo(f"store: {demo_url} (the demo's own; the store of your instances and schedules is not touched)")
     sizes = [messages, max(messages * 3 // 5, 1), max(messages * 2 // 5, 1)]
     servers = {
         f"demo-im-{i + 1}": SeqServer(messages=n, conversations=4 + i, token=token, seed=i + 1)
@@ -139,7 +155,7 @@ def demo(
         for server in servers.values():
             server.stop()
     typer.echo(
-        "\nnext: syncflow sessions list · syncflow sessions show <id> · syncflow stats"
-        " · syncflow instances show demo-im-1"
+        f"\nnext (the demo's store): syncflow --database-url {demo_url} sessions list"
+        f" · ... sessions show <id> · ... stats · ... instances show demo-im-1"
     )
     raise typer.Exit(code)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from typing import Annotated, Any
 
@@ -30,6 +31,20 @@ def _parse_limits(items: list[str] | None) -> dict[str, int]:
     return out
 
 
+_DELAY = re.compile(r"(\d+)\s*([smh])")
+
+
+def _parse_delay(text: str) -> dt.timedelta:
+    """``30s``, ``15m``, ``1h`` (Prefect's proactive triggers need at least 10 s)."""
+    match = _DELAY.fullmatch(text.strip().lower())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a delay like 30s, 15m or 1h")
+    delay = dt.timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]])
+    if delay < dt.timedelta(seconds=10):
+        raise typer.BadParameter(f"{text!r}: at least 10s (Prefect's minimum for a proactive trigger)")
+    return delay
+
+
 def _api_url() -> str | None:
     from tasks import prefect_api as pf
 
@@ -46,6 +61,28 @@ def setup_cmd(
     reset_limits: Annotated[
         bool, typer.Option("--reset-limits", help="Set existing limits to the defaults / --limit values too.")
     ] = False,
+    alerts: Annotated[
+        str | None,
+        typer.Option(
+            "--alerts",
+            metavar="WEBHOOK_BLOCK",
+            help="Also create the alert automations, notifying through this notification block "
+            "(NAME or TYPE/NAME, e.g. custom-webhook/ops).",
+            show_default=False,
+        ),
+    ] = None,
+    alert_failures: Annotated[
+        int, typer.Option("--alert-failures", min=1, metavar="N", help="Alert when an instance fails N syncs in a row.")
+    ] = 3,
+    alert_not_started: Annotated[
+        dt.timedelta,
+        typer.Option(
+            "--alert-not-started",
+            metavar="DELAY",
+            parser=_parse_delay,
+            help="Alert when a session run went Late and did not start within this: 30s, 15m, 1h (at least 10s).",
+        ),
+    ] = "15m",  # type: ignore[assignment]
     _json: out.JsonFlag = False,
 ) -> None:
     """Bootstrap the Prefect server in PREFECT_API_URL for syncflow's deployments (idempotent).
@@ -68,6 +105,13 @@ def setup_cmd(
     except Exception as exc:  # connection refused, auth, ...
         raise ConfigError(f"could not set up Prefect at {_api_url()}: {type(exc).__name__}: {exc}") from None
     payload = report.as_dict()
+    if alerts is not None:
+        from deployments.alerts import ensure_alerts
+
+        made = asyncio.run(
+            ensure_alerts(alerts, failures_in_a_row=alert_failures, not_started_within=alert_not_started)
+        )
+        payload["alerts"] = made.as_dict()
 
     def human(p: dict[str, Any]) -> Any:
         rows = [
@@ -81,7 +125,14 @@ def setup_cmd(
             for c, n in p["limits"].items()
         ]
         pool = f"work pool {p['work_pool']!r}: {'created' if p['work_pool_created'] else 'exists'}"
-        return out.table(pool, ["concurrency limit", "slots", ""], rows)
+        limits = out.table(pool, ["concurrency limit", "slots", ""], rows)
+        if not p.get("alerts"):
+            return limits
+        made = p["alerts"]
+        alerts_table = out.table(
+            f"alerts through block {made['block']!r}", ["automation", ""], sorted(made["automations"].items())
+        )
+        return [limits, alerts_table]
 
     out.render(ctx, payload, human)
 

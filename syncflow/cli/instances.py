@@ -125,6 +125,12 @@ def instances_add(
             "--connect-timeout", help="postgres/mysql: seconds for connect + login (default 10).", show_default=False
         ),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check", help="Check the connection and login first; refuse when they fail (default)."
+        ),
+    ] = True,
     _json: out.JsonFlag = False,
 ) -> None:
     """Register a source instance.
@@ -133,7 +139,8 @@ def instances_add(
     (the token read from $VAR, encrypted by Prefect). For postgres and mysql,
     `--host H [--port P] --user U [--password-env VAR] [--database DB] [--tls-mode M]
     [--connect-timeout S]` does the same (the password read from $VAR). Any kind may
-    instead name an existing block with --block.
+    instead name an existing block with --block. The connection and login are checked first
+    (the instance is not added when they fail): --no-check to skip.
     """
     payload = _add(
         name.strip(),
@@ -144,6 +151,7 @@ def instances_add(
         categories=categories,
         disabled=disabled,
         description=description,
+        check=check,
         connection={
             "url": url,
             "token_env": token_env,
@@ -371,12 +379,14 @@ def _add(
     categories: list[str] | None,
     disabled: bool,
     description: str | None,
+    check: bool,
     connection: dict[str, Any],
 ) -> dict[str, Any]:
     """Check everything that can be checked before Prefect is touched (name, kind, categories,
     URL, port, the name and the block free), then make the block (named from a new instance key
-    it also carries: no two instances share a block) and register the instance; a block made
-    for an instance that could not be registered is deleted again."""
+    it also carries: no two instances share a block), check its connection and login (``check``),
+    and register the instance; a block made for an instance that could not be registered (or
+    whose check failed) is deleted again."""
     from syncflow.cli.sync import connection_block, delete_block, new_binding
     from syncflow.validation import check_port, check_url
 
@@ -394,6 +404,10 @@ def _add(
     block_name = connection_block(kind, instance=name, block=block, binding=binding, **connection)
     made = block_name is not None and block is None
     try:
+        if check:
+            from syncflow.cli._instance_check import add_check
+
+            add_check(name, kind, block_name, categories)
         with out.store() as session:
             inst = instance_svc.add_instance(
                 session,

@@ -130,7 +130,9 @@ def report_capacity(
                             human_bytes(r["last_bytes"]),
                             _signed(r["delta_bytes"]),
                             "-" if r["growth_pct"] is None else f"{r['growth_pct']:+.2f}%",
-                            "-" if r["bytes_per_day"] is None else _signed(r["bytes_per_day"]) + "/day",
+                            "-"
+                            if r["bytes_per_day"] is None
+                            else _signed(r["bytes_per_day"]) + "/day" + (f" ({r['basis']})" if r.get("basis") else ""),
                             r["samples"],
                         ]
                         for r in p["rows"]

@@ -121,8 +121,18 @@ def sessions_show(
     its progress (done / expected, rate, ETA).
 
     SESSION_ID may be a unique prefix of the id, like the short ids of the console."""
+    from syncflow.errors import NotFoundError
+
+    try:
+        with out.store() as session:
+            full = out.session_id_of(session, session_id)
+    except NotFoundError:
+        queued = _queued_session(session_id)
+        if queued is None:
+            raise
+        out.render(ctx, queued, _queued_human)
+        return
     with out.store() as session:
-        full = out.session_id_of(session, session_id)
         row = session_svc.get_session(session, session_id=full, with_records=True)
         titles = chat_titles(session, [r.instance_id for r in row.records])  # chat instances: the chat's title
         payload = session_detail_view(row, short_id=short_ids(session, [full])[full], titles=titles).model_dump()
@@ -197,6 +207,52 @@ def _metadata_fields(p: dict[str, Any]) -> list[tuple[str, Any]]:
         rows.append(("metadata first", f"{meta['session_id']} {meta['status']} ({meta['failed_instances']} failed)"))
     rows += [("warning", w) for w in p.get("warnings") or []]
     return rows
+
+
+def _queued_session(session_id: str) -> dict[str, Any] | None:
+    """A session started on a Prefect server (``sync run --deployment``, the console) whose run
+    has not opened it in the store yet: found by the run's idempotency key. None when there is
+    no such run, no Prefect server (PREFECT_API_URL), or Prefect cannot say."""
+    try:
+        full = str(uuid.UUID(session_id))
+    except ValueError:
+        return None
+    from syncflow.cli import _runtime
+
+    _runtime.prepare()
+    from tasks import prefect_api as pf
+
+    if not pf.api_url():
+        return None
+    try:
+        run = asyncio.run(pf.find_session_run(full, timeout=10))
+    except Exception:
+        return None
+    if run is None or run.final:
+        return None
+    return {
+        "session_id": full,
+        "status": "queued",
+        "flow_run_id": run.flow_run_id,
+        "flow_run_name": run.name,
+        "flow_run_state": run.state_name,
+        "expected_start_time": run.expected_start_time,
+        "records": [],
+    }
+
+
+def _queued_human(p: dict[str, Any]) -> list[RenderableType]:
+    link = out.flow_run_url(p["flow_run_id"])
+    fields = out.fields(
+        f"session {p['session_id']}",
+        [
+            ("status", "queued (its flow run has not started: no worker has picked it up yet)"),
+            ("flow run", f"{p['flow_run_name']} {p['flow_run_id']}" + (f" ({link})" if link else "")),
+            ("flow run state", p["flow_run_state"]),
+            ("expected start (UTC)", out.fmt_time(p["expected_start_time"])),
+        ],
+    )
+    return [fields]
 
 
 def _session_progress_field(p: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.cli import _runtime
-from syncflow.errors import ConfigError, SyncflowError
+from syncflow.errors import ConfigError, SyncflowError, clean_message
 from syncflow.names import MANUAL_BATCH
 from syncflow.reports.sessions import UNITS as REPORT_UNITS
 from syncflow.reports.sessions import progress_text
@@ -94,7 +94,7 @@ def save_seq_block(
     try:
         block = SeqHttpInstance(**fields)
     except ValidationError as exc:
-        raise ConfigError(f"instance {instance}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"instance {instance}: {clean_message(exc.errors()[0]['msg'])}") from None
     name = block_name_for(instance, binding)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
     return name
@@ -145,7 +145,7 @@ def save_database_block(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"instance {instance}: {where}: {err['msg']}") from None
+        raise ConfigError(f"instance {instance}: {where}: {clean_message(err['msg'])}") from None
     block.connection()  # the same checks the sync will make (ConfigError)
     name = block_name_for(instance, binding)
     _runtime.save_block(block, name)  # block.save(name, overwrite=True), race-safe
@@ -497,13 +497,45 @@ def _prefect_api() -> str:
     return str(url)
 
 
+async def _warn_without_workers(deployment: str) -> None:
+    """Say at once when no worker of the deployment's work pool is online (the run would wait
+    silently until one starts). Missing deployments are left to the trigger's error."""
+    from tasks import prefect_api as pf
+
+    try:
+        pool = await pf.deployment_pool(deployment, timeout=15)
+        if pool is None:  # served by a runner: no pool to look at
+            return
+        status = await pf.work_pool_status(pool, timeout=15)
+    except SyncflowError:
+        return
+    if status.exists and not status.live_workers:
+        out.warn(
+            f"no live worker in work pool {pool!r}: the run waits until one starts "
+            f"(start one: prefect worker start --pool {pool})"
+        )
+    elif status.exists and status.paused:
+        out.warn(f"work pool {pool!r} is paused: the run waits until it is resumed (prefect work-pool resume {pool})")
+
+
 def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any], *, wait: bool, quiet: bool) -> int:
     from deployments.trigger import trigger_session
     from tasks import prefect_api as pf
 
     api = _prefect_api()
+    from syncflow.names import session_key
+
+    async def start() -> Any:
+        await _warn_without_workers(deployment)
+        return await trigger_session(
+            {k: v for k, v in params.items() if v is not None},
+            deployment=deployment,
+            # the run is found by this key while no worker has opened its session (`sessions show` says queued)
+            idempotency_key=session_key(str(params["session_id"])),
+        )
+
     try:
-        fired = asyncio.run(trigger_session({k: v for k, v in params.items() if v is not None}, deployment=deployment))
+        fired = asyncio.run(start())
     except SyncflowError:
         raise
     except Exception as exc:  # connection refused, bad parameters (422), ...
@@ -519,9 +551,7 @@ def _run_deployment(ctx: typer.Context, deployment: str, params: dict[str, Any],
         )
         return 0
     if not (quiet or out.opts(ctx).json):
-        out.console().print(
-            f"flow run [bold]{fired.flow_run_name}[/] ({fired.flow_run_id}) of {deployment}: session {fired.session_id}"
-        )
+        typer.echo(f"flow run {fired.flow_run_name} ({fired.flow_run_id}) of {deployment}: session {fired.session_id}")
 
     async def follow() -> Any:
         return await pf.follow_run(fired.flow_run_id)

@@ -36,7 +36,11 @@ GROWTH_COLUMNS: Final = [
     "growth_pct",
     "bytes_per_day",
     "samples",
+    "span_seconds",
+    "basis",
 ]
+# A per-day rate from samples spanning less than this is an extrapolation: its row says so.
+SHORT_SPAN_SECONDS: Final = 86400.0
 MAX_SERIES: Final = 20  # lines drawn on the chart: the largest databases
 _UNITS: Final = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
 
@@ -98,9 +102,24 @@ def growth(samples: pd.DataFrame) -> pd.DataFrame:
     out["delta_bytes"] = out["last_bytes"] - out["first_bytes"]
     first = out["first_bytes"].astype("float64")
     out["growth_pct"] = (out["delta_bytes"] / first.where(first > 0) * 100).round(2)
-    days = (out["last_at"] - out["first_at"]).dt.total_seconds() / 86400
+    span = (out["last_at"] - out["first_at"]).dt.total_seconds()
+    days = span / 86400
     out["bytes_per_day"] = (out["delta_bytes"] / days.where(days > 0)).round(1)
+    out["span_seconds"] = span.round(1)
+    out["basis"] = [
+        f"extrapolated from {n} samples over {span_text(sec)}" if 0 < sec < SHORT_SPAN_SECONDS else None
+        for n, sec in zip(out["samples"], span, strict=True)
+    ]
     return out[GROWTH_COLUMNS]
+
+
+def span_text(seconds: float) -> str:
+    """``45 s``, ``2 min``, ``5.5 h``: how long a series of samples spans."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _number(value: Any) -> Any:

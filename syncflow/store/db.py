@@ -44,6 +44,9 @@ def _sqlite_begin(conn: Any) -> None:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """A new engine for ``url`` with syncflow's per-backend settings."""
+    from syncflow.store.urls import check_store_url
+
+    check_store_url(url)  # postgres:// and mysql:// get one line saying what to write instead
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

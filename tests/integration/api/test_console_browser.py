@@ -233,7 +233,7 @@ def _fill(engine: Engine) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with session_scope(engine) as s:
         inst_svc.add_instance(s, name="pg-main", kind="postgres")
-        inst_svc.add_instance(s, name="pg-bad", kind="postgres")
+        inst_svc.add_instance(s, name="pg-bad", kind="postgres", block_name="syncflow-pg-bad")
         inst_svc.add_instance(s, name="im-1", kind="http-seq")
         inst_svc.add_instance(s, name="im-2", kind="http-seq")
     ids = [str(uuid.uuid4()) for _ in range(28)] + [
@@ -423,6 +423,15 @@ def test_console_shows_changes_eta_short_ids_and_checks_instances(tmp_path: Path
                 expect(bad).to_have_attribute("data-ok", "false", timeout=30_000)
                 expect(bad.locator("tr[data-check='credentials']")).to_contain_text("password authentication failed")
                 expect(bad.locator(".check-summary")).to_have_text("✗ pg-bad: 1 of 4 checks failed")
+            else:  # the product's route: pg-main has no block; pg-bad's is on a Prefect API nobody serves
+                assert outcome == "false"
+                expect(result.locator("tr[data-check='block']")).to_contain_text("no connection block registered")
+                expect(result.locator("tr[data-check='connection']")).to_contain_text("not tried")
+                page.locator("#instances-body tr[data-instance='pg-bad'] button.check").click()
+                bad = page.locator("#instances-body tr.check-result[data-instance='pg-bad']")
+                expect(bad).to_have_attribute("data-ok", "false", timeout=30_000)
+                expect(bad.locator("tr[data-check='block']")).to_contain_text("Prefect API")
+                expect(bad.locator(".check-summary")).to_contain_text("✗ pg-bad:")
             page.locator("#instances-body").scroll_into_view_if_needed()
             shots.append(tmp_path / "console-check.png")
             page.screenshot(path=str(shots[-1]), full_page=True)

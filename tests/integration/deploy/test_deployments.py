@@ -200,6 +200,19 @@ def test_sync_run_deployment_cli_follows_the_run_and_reports(lp: LocalPrefect, s
     assert [(r["instance_name"], r["items_synced"]) for r in payload["records"]] == [("cli-d1", 400)]
     assert session(store, payload["session_id"]) is not None
 
+    # the human output: plain text (no literal rich markup), and no "no live worker" warning
+    human = lp.run(
+        [SYNCFLOW, "sync", "run", "--category", "messages", "--instance", "cli-d1", "--deployment"],
+        timeout=300,
+        check=False,
+        COLUMNS="200",
+    )
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "[bold]" not in human.stdout and "[/]" not in human.stdout
+    line = r"^flow run \S+ \([0-9a-f-]{36}\) of sync-session/manual-batch: session [0-9a-f-]{36}$"
+    assert re.search(line, human.stdout, re.MULTILINE), human.stdout
+    assert "no live worker" not in human.stderr
+
     # bad input is refused before any run is created
     bad = lp.run([SYNCFLOW, "sync", "run", "--category", "messages", "--instance", "nope", "--deployment"], check=False)
     assert bad.returncode == 1 and "unknown instance(s): 'nope'" in bad.stderr
@@ -393,7 +406,8 @@ def test_scheduled_account_deployment_syncs_database_servers(lp: LocalPrefect, s
     lp.run([SYNCFLOW, "instances", "add", "sched-my", "--kind", "mysql", "--host", "127.0.0.1",
             "--port", "3306", "--user", "root"])  # fmt: skip
     lp.run([SYNCFLOW, "instances", "add", "sched-bad", "--kind", "mysql", "--host", "127.0.0.1", "--port", "3306",
-            "--user", "root", "--password-env", "SCHED_BAD_PW"], SCHED_BAD_PW="not-the-password")  # fmt: skip
+            "--user", "root", "--password-env", "SCHED_BAD_PW", "--no-check"],
+           SCHED_BAD_PW="not-the-password")  # fmt: skip
     lp.start_worker("w-sched")
     run_id = deployment_run(lp, "sync-session/scheduled-account", {})  # what the hourly schedule starts
 

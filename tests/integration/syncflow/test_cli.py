@@ -168,6 +168,7 @@ def test_instances_add_list_show_enable_disable_remove(run: Cli) -> None:
         "eu",
         "--block",
         "im-1-conn",
+        "--no-check",  # no such block on this Prefect server: only the registry is tested here
         "--description",
         "chat [main]",
     ).stdout
@@ -299,7 +300,7 @@ def test_a_category_the_kind_cannot_sync_is_refused(run: Cli) -> None:
 
 
 def test_global_and_per_command_json_agree(run: Cli) -> None:
-    run.ok("instances", "add", "im-1", "--kind", "http-seq", "--block", "some-block")
+    run.ok("instances", "add", "im-1", "--kind", "http-seq", "--block", "some-block", "--no-check")
     global_flag = json.loads(
         CliRunner().invoke(cli.app, ["--database-url", run.url, "--json", "instances", "list"]).stdout
     )

@@ -114,6 +114,8 @@ def test_growth_per_database_over_the_default_window(
         "growth_pct": 200.0,
         "bytes_per_day": round(200 * MiB / 9, 1),
         "samples": 3,
+        "span_seconds": 9 * 86400.0,
+        "basis": None,  # nine days of samples: not an extrapolation from a short span
     }
     assert dt.datetime.fromisoformat(app["first_at"]) == now - dt.timedelta(days=10)
     assert dt.datetime.fromisoformat(app["last_at"]) == now - dt.timedelta(days=1)
@@ -209,3 +211,21 @@ def test_errors_and_empty_window(run: Cli, samples: dict[str, Any], names: dict[
     result = run("report", "capacity", "--instance", names["idle"], "--png", str(png))
     assert result.exit_code == 0 and "not written" in result.stderr
     assert not png.exists()
+
+
+def test_growth_from_a_short_span_says_how_little_it_is_based_on(
+    run: Cli, engine: Engine, names: dict[str, str], now: dt.datetime
+) -> None:
+    with session_scope(engine) as s:
+        iid = inst_svc.add_instance(s, name=names["pg"], kind="postgres").id
+        for i, (ago, size) in enumerate([(dt.timedelta(minutes=2), 10 * MiB), (dt.timedelta(0), 11 * MiB)]):
+            s.add(
+                CapacitySample(
+                    instance_id=iid, session_id=f"short-{i}", database="young", bytes=size, collected_at=now - ago
+                )
+            )
+    (row,) = run.json("report", "capacity", "--instance", names["pg"])["rows"]
+    assert row["span_seconds"] == 120.0 and row["bytes_per_day"] == round(1 * MiB * 720, 1)
+    assert row["basis"] == "extrapolated from 2 samples over 2 min"
+    text = run.ok("report", "capacity", "--instance", names["pg"]).stdout
+    assert "/day (extrapolated from 2 samples over 2 min)" in text
