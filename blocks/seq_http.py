@@ -25,12 +25,22 @@ class SeqHttpInstance(Block):
     backoff_multiplier: float = Field(default=2.0, ge=1)
     max_delay: float = Field(default=60.0, ge=0)
     jitter: float = Field(default=0.5, ge=0, le=1)
+    adaptive_batch: bool = Field(
+        default=False,
+        description="Grow or shrink the page size between min_batch_size and max_batch_size to hold "
+        "target_page_seconds per page (fetch + store); the size reached is remembered per instance.",
+    )
+    min_batch_size: int = Field(default=100, ge=1, le=10_000, description="Adaptive: the smallest page.")
+    max_batch_size: int = Field(default=5_000, ge=1, le=10_000, description="Adaptive: the largest page.")
+    target_page_seconds: float = Field(default=0.5, gt=0, le=60, description="Adaptive: the page time to hold.")
 
     @model_validator(mode="after")
     def _check_url(self) -> SeqHttpInstance:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, not {self.base_url!r}")
         self.base_url = self.base_url.rstrip("/")
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(f"min_batch_size {self.min_batch_size} is above max_batch_size {self.max_batch_size}")
         return self
 
     def read_policy(self) -> ReadPolicy:
@@ -41,6 +51,15 @@ class SeqHttpInstance(Block):
             backoff_multiplier=self.backoff_multiplier,
             max_delay=self.max_delay,
             jitter=self.jitter,
+            **(
+                {
+                    "min_batch_size": self.min_batch_size,
+                    "max_batch_size": self.max_batch_size,
+                    "target_page_seconds": self.target_page_seconds,
+                }
+                if self.adaptive_batch
+                else {}
+            ),
         )
 
     def open_source(self, instance: str) -> SeqHttpClient:

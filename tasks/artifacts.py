@@ -46,6 +46,7 @@ async def create_progress(plan: PlannedSession) -> Any:
 
 
 DESCRIBE_EVERY = 2.0  # seconds between two reads of the session for the description (the last one always)
+PATCH_EVERY = 2.0  # seconds between two updates of the artifact (the last one always): one API call each
 
 
 @dataclass
@@ -56,6 +57,7 @@ class _Published:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: int = -1
     described: float = 0.0
+    patched: float | None = None
 
 
 _published: dict[str, _Published] = {}
@@ -63,6 +65,8 @@ _published: dict[str, _Published] = {}
 
 async def update_progress(artifact_id: Any, done: int, total: int, session_id: str | None = None) -> None:
     """Plain coroutine (one call per finished instance; a task run each would flood the UI).
+    The artifact is updated at most every :data:`PATCH_EVERY` seconds (a count that comes
+    sooner is left for the next one) and always for the last instance.
 
     With ``session_id`` the description also says the items done / expected, rate and ETA
     (:func:`syncflow.reports.sessions.session_progress_description`), read from the store at
@@ -74,7 +78,10 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
         async with shown.lock:
             if done <= shown.done:  # a later count is already shown
                 return
+            if not last and shown.patched is not None and time.monotonic() - shown.patched < PATCH_EVERY:
+                return
             shown.done = done
+            shown.patched = time.monotonic()
             description = None
             if session_id is not None and (last or time.monotonic() - shown.described >= DESCRIBE_EVERY):
                 shown.described = time.monotonic()

@@ -34,9 +34,10 @@ async def open_retry_session(
 
 
 @task(name="metadata-targets", cache_policy=NO_CACHE)
-async def metadata_targets(names: list[str], tags: list[str]) -> list[str]:
-    """The instances of a messages session (by names / tags / all) that also have metadata."""
-    return await asyncio.to_thread(book.metadata_targets, names, tags)
+async def metadata_targets(names: list[str], tags: list[str], max_age_seconds: float | None = None) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata,
+    less those whose metadata completed less than ``max_age_seconds`` ago."""
+    return await asyncio.to_thread(book.metadata_targets, names, tags, max_age_seconds)
 
 
 @task(name="session-summary", cache_policy=NO_CACHE)

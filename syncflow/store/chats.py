@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syncflow.sources.telegram_chat import chat_instance_name
 from syncflow.store.instances import add_instance, list_instances
 from syncflow.store.models import Conversation, Instance, InstanceKind
 
@@ -130,6 +129,8 @@ def register_chats(
         if chat.left or (types is not None and chat.type not in types) or (chat.archived and not archived):
             out.filtered_out += 1
             continue
+        from syncflow.sources.telegram_chat import chat_instance_name  # Telethon: ~1 s, only when adding chats
+
         name = _unique_name(session, chat_instance_name(account, chat))
         inst = add_instance(
             session,
