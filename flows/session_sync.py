@@ -94,7 +94,8 @@ async def sync_session(
     if limit["reset_slots"]:
         logger.warning("%s: released %d stale slot(s) of dead holders", limit["name"], limit["reset_slots"])
     logger.info("session %s: %d instance(s), limit %s", plan.session_id, len(plan.records), limit["name"])
-    progress = await artifacts.create_progress(plan) if plan.records else None
+    # a session of one instance has no progress of its own: its record (and the instance's bar) is it
+    progress = await artifacts.create_progress(plan) if len(plan.records) > 1 else None
 
     cancelled: dict[str, str] = {}
     started: set[int] = set()
