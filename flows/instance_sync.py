@@ -108,7 +108,7 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
     chunk = t.sync_batches.with_options(**plan.retry_options())
     per_task = get_settings().batches_per_task
     artifact = None
-    shown = 0.0
+    shown: float | None = None
     done = 0
     while True:
         out = await chunk(run, sizes[-1], per_task, plan.max_delay, plan.adaptive)
@@ -118,7 +118,7 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
         # only syncs longer than one chunk get a bar; PATCHed at most every PROGRESS_EVERY s, and at the end
-        due = time.monotonic() - shown >= PROGRESS_EVERY or not result.has_more or bool(result.cancelled)
+        due = shown is None or time.monotonic() - shown >= PROGRESS_EVERY or not result.has_more or result.cancelled
         if (result.has_more or artifact is not None) and due:
             shown = time.monotonic()
             artifact = await artifacts.show_progress(
