@@ -117,7 +117,8 @@ def demo(
             server.reset_requests()
             server.append(new)
         typer.echo(f"\n2) {new} new messages per server; messages session again (incremental)")
-        code |= run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG])
+        # metadata_max_age=0: the demo shows the metadata phase again (it is fresh: it would be skipped)
+        code |= run_session(ctx, category="messages", instances=[], tags=[DEMO_TAG], metadata_max_age=0)
         _show_concurrency()
         for name, server in servers.items():
             asked = [r.last_seq for r in server.requests if r.path.endswith("/messages/sync")]
