@@ -81,11 +81,11 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
-def save_seq_block(name: str, *, base_url: str, token: str, batch_size: int) -> None:
+def save_seq_block(name: str, *, base_url: str, token: str, batch_size: int, **options: Any) -> None:
     """Save an http-seq connection block (needs PREFECT_API_URL)."""
     from blocks.seq_http import SeqHttpInstance
 
-    SeqHttpInstance(base_url=base_url, token=token, batch_size=batch_size).save(name, overwrite=True)
+    SeqHttpInstance(base_url=base_url, token=token, batch_size=batch_size, **options).save(name, overwrite=True)
 
 
 def register_instance(url: str, *, name: str, block_name: str | None) -> tuple[int, int]:

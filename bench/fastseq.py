@@ -1,6 +1,6 @@
 """A seq-protocol server that is not the bottleneck: every page is serialised before it is asked for.
 
-    python -m bench.fastseq --port 0 --messages 1000000 --token T --page-size 500
+    python -m bench.fastseq --port 0 --messages 1000000 --token T --page-size 500 [--latency 0.05]
 
 The project's reference server (``syncflow.testing.seqserver``) formats each message when a page is
 served and parses HTTP with h11: it caps any client at ~40k msg/s, so a baseline read from it
@@ -10,8 +10,10 @@ measures the server, not the pipeline. This one, in its own process:
   from the seed, seqs ``1..N`` without holes) once, at start, and keeps them as one bytes object
   per page of the batch grid (``lastSeq = k * page_size``, ``count = page_size``);
 - answers a request on the grid with a pre-built header + that page + a ~60-byte footer
-  (``maxSeq``/``hasMore``/``totalCount``, which change when messages are appended); anything off
-  the grid (another count, a cursor between pages) is formatted on the fly, correct but slower;
+  (``maxSeq``/``hasMore``/``totalCount``, which change when messages are appended); a count that
+  is a multiple of the page size, on the grid, joins whole pages; anything else (a cursor between
+  pages, another count) is formatted on the fly, correct but slower;
+- ``--latency S`` delays every sync answer by S seconds (a remote source's round trip);
 - parses HTTP/1.1 itself (request line, headers, Content-Length body, keep-alive): no h11;
 - ``POST /_admin/append {"n": k}`` appends k messages (the last partial page and the new pages
   are rebuilt), ``GET /_admin/state`` gives ``{"messages", "maxSeq", "conversations",
@@ -148,6 +150,11 @@ class Store:
         if count == size and i % size == 0:
             messages = self.pages[i // size] if i < n else b""
             end = min(n, i + size)
+        elif count % size == 0 and i % size == 0 and count <= self.max_page:  # whole grid pages, joined
+            first = i // size
+            chunks = [p for p in self.pages[first : first + count // size] if p]
+            messages = b",".join(chunks)
+            end = min(n, i + count)
         else:  # off the grid: format now
             end = min(n, i + min(count, self.max_page))
             messages = b",".join(self.blobs(i + 1, end)) if end > i else b""
@@ -205,9 +212,13 @@ class _Http(asyncio.Protocol):
             del buf[: end + 4 + length]
             close = headers.get(b"connection", b"").lower() == b"close"
             status, parts = self.app.handle(method, target, headers, body)
-            self._reply(status, parts, close=close)
+            if self.app.latency > 0 and target.split(b"?", 1)[0] == SYNC_PATH:  # a remote source's round trip
+                # clients do not pipeline: the next request on this connection waits for this answer
+                asyncio.get_running_loop().call_later(self.app.latency, self._reply, status, parts, close)
+            else:
+                self._reply(status, parts, close=close)
 
-    def _reply(self, status: int, body: bytes | list[bytes], *, close: bool = False) -> None:
+    def _reply(self, status: int, body: bytes | list[bytes], close: bool = False) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -232,10 +243,11 @@ _REASONS: Final = {
 
 
 class App:
-    def __init__(self, store: Store, token: str) -> None:
+    def __init__(self, store: Store, token: str, *, latency: float = 0.0) -> None:
         self.store = store
         self.auth = b"Bearer " + token.encode()
         self.requests = 0
+        self.latency = latency  # seconds added before every sync answer (--latency)
 
     def handle(self, method: bytes, target: bytes, headers: dict[bytes, bytes], body: bytes) -> tuple[int, Any]:
         path = target.split(b"?", 1)[0]
@@ -312,11 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=500, help="the batch grid pages are pre-built on")
     parser.add_argument("--conversations", type=int, default=5)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added before every sync answer (a remote source)"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     store = Store(messages=args.messages, seed=args.seed, page_size=args.page_size, conversations=args.conversations)
     print(f"fastseq: {store.n} messages pre-serialised in {time.perf_counter() - started:.2f}s", flush=True)
-    asyncio.run(serve(App(store, args.token), args.port))
+    asyncio.run(serve(App(store, args.token, latency=args.latency), args.port))
     return 0
 
 

@@ -82,6 +82,12 @@ class Config:
     floor_single: bool = True
     cli_start: bool = True
     cli_start_repeats: int = 5
+    latency: float = 0.0
+    """Seconds the fast seq server adds before every sync answer (a remote source)."""
+    block_options: dict[str, Any] = field(default_factory=dict)
+    """Extra fields of syncflow's http-seq block (e.g. ``adaptive_batch``)."""
+    grid: int | None = None
+    """The fast server's page grid (default: ``batch_size``)."""
 
 
 @dataclass
@@ -237,7 +243,8 @@ class Harness:
             seed=cfg.seed,
             log_path=self.logs / f"seqserver-{label}.log",
             source=cfg.source,
-            page_size=cfg.batch_size,
+            page_size=cfg.grid or cfg.batch_size,
+            latency=cfg.latency,
         ) as server:
             server.start()
             load = os.getloadavg()[0]
@@ -268,7 +275,12 @@ class Harness:
             self._in_child(
                 "_product.save_seq_block",
                 [target.block_name],
-                {"base_url": server.url, "token": TOKEN, "batch_size": self.config.batch_size},
+                {
+                    "base_url": server.url,
+                    "token": TOKEN,
+                    "batch_size": self.config.batch_size,
+                    **self.config.block_options,
+                },
             )
         target.instance_id, target.item_id = _product.register_instance(
             url, name=INSTANCE, block_name=target.block_name

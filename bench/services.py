@@ -228,8 +228,10 @@ class SeqServerProcess(_Process):
         log_path: Path,
         source: str = "fast",
         page_size: int = 500,
+        latency: float = 0.0,
     ) -> None:
         super().__init__(log_path)
+        self.latency = latency
         self.messages = messages
         self.token = token
         self.seed = seed
@@ -248,7 +250,7 @@ class SeqServerProcess(_Process):
     def start(self, timeout: float = 60.0) -> str:
         self.port = free_port()
         if self.source == "fast":
-            module, extra = "bench.fastseq", ["--page-size", str(self.page_size)]
+            module, extra = "bench.fastseq", ["--page-size", str(self.page_size), "--latency", str(self.latency)]
         else:
             from bench._product import REFERENCE_SEQSERVER
 

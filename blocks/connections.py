@@ -8,6 +8,7 @@ task parameter, a log or an artifact.
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from dataclasses import dataclass
@@ -17,17 +18,27 @@ from prefect.blocks.core import Block
 
 from blocks.database import DatabaseInstance
 from blocks.seq_http import SeqHttpInstance
-from blocks.telegram import TelegramAccountBlock
 from syncflow.errors import ConfigError
 from syncflow.sources.base import ReadPolicy, Source, source_kind
 
-# The block type that holds the connection of each kind.
+# The block type that holds the connection of each kind. Telegram's is imported on first use
+# (``block_type``): it loads Telethon, ~1 s of every sync process that has no chat to read.
 BLOCK_TYPES: dict[str, type[Block]] = {
     "http-seq": SeqHttpInstance,
     "postgres": DatabaseInstance,
     "mysql": DatabaseInstance,
-    "telegram": TelegramAccountBlock,
 }
+_LAZY_BLOCK_TYPES: dict[str, tuple[str, str]] = {"telegram": ("blocks.telegram", "TelegramAccountBlock")}
+
+
+def block_type(kind: str) -> type[Block] | None:
+    """The block type of ``kind`` (None when the kind has none)."""
+    found = BLOCK_TYPES.get(kind)
+    if found is None and kind in _LAZY_BLOCK_TYPES:
+        module, name = _LAZY_BLOCK_TYPES[kind]
+        found = BLOCK_TYPES[kind] = getattr(importlib.import_module(module), name)
+    return found
+
 
 HINTS: dict[str, str] = {
     "http-seq": "syncflow instances add ... --url URL --token-env VAR, or --block NAME",
@@ -69,13 +80,13 @@ async def load_block(kind: str, block_name: str | None, instance: str, binding: 
     """The block holding ``instance``'s connection (ConfigError naming what to do when missing,
     or when ``binding`` is given and the block carries another key: :func:`check_binding`)."""
     source_kind(kind)
-    block_type = BLOCK_TYPES.get(kind)
-    if block_type is None:
+    found = block_type(kind)
+    if found is None:
         raise ConfigError(f"instance {instance}: kind {kind!r} has no connection block type")
     if not block_name:
         raise ConfigError(f"instance {instance} has no connection block ({HINTS.get(kind, '--block NAME')})")
     try:
-        block = await block_type.aload(block_name)
+        block = await found.aload(block_name)
     except ValueError as exc:
         raise ConfigError(f"instance {instance}: cannot load {kind} block {block_name!r}: {exc}") from None
     check_binding(instance, block_name, binding, getattr(block, "binding", None))
@@ -118,4 +129,4 @@ def forget_sources() -> None:
         _opened.clear()
 
 
-__all__ = ["BLOCK_TYPES", "Opened", "check_binding", "forget_sources", "load_block", "open_source"]
+__all__ = ["BLOCK_TYPES", "Opened", "block_type", "check_binding", "forget_sources", "load_block", "open_source"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
@@ -32,6 +34,14 @@ class SeqHttpInstance(Block):
         description="Set by syncflow: the key of the instance this block was made for. A sync refuses "
         "a block whose key is not its instance's (keep it when editing the block).",
     )
+    adaptive_batch: bool = Field(
+        default=False,
+        description="Grow or shrink the page size between min_batch_size and max_batch_size to hold "
+        "target_page_seconds per page (fetch + store); the size reached is remembered per instance.",
+    )
+    min_batch_size: int = Field(default=100, ge=1, le=10_000, description="Adaptive: the smallest page.")
+    max_batch_size: int = Field(default=5_000, ge=1, le=10_000, description="Adaptive: the largest page.")
+    target_page_seconds: float = Field(default=0.5, gt=0, le=60, description="Adaptive: the page time to hold.")
 
     @model_validator(mode="after")
     def _check_url(self) -> SeqHttpInstance:
@@ -39,10 +49,15 @@ class SeqHttpInstance(Block):
             self.base_url = check_url(self.base_url, field="base_url")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(f"min_batch_size {self.min_batch_size} is above max_batch_size {self.max_batch_size}")
         return self
 
     def read_policy(self) -> ReadPolicy:
-        return ReadPolicy.of(self)
+        policy = ReadPolicy.of(self)
+        if self.adaptive_batch:
+            return policy
+        return dataclasses.replace(policy, min_batch_size=None, max_batch_size=None, target_page_seconds=None)
 
     def open_source(self, instance: str) -> SeqHttpClient:
         return SeqHttpClient(self.base_url, self.token, timeout=self.timeout, instance=instance)

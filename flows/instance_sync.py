@@ -24,6 +24,9 @@ from syncflow.settings import get_settings
 from tasks import alerts, artifacts
 from tasks import sync as t
 
+PROGRESS_EVERY = 3.0
+"""Seconds between two updates of a long sync's progress artifact (each one is an API call)."""
+
 
 class SyncCancelled(Exception):
     """The session was cancelled: stop at this boundary, keep what is committed."""
@@ -58,18 +61,21 @@ async def sync_instance(
         return {"status": "skipped", "error_message": run.reason}
     clock = BatchClock(run.start_seq)
     details: dict[str, Any] = {}
+    sizes: list[int] = []  # adaptive page size: where it started, then where each chunk left it
+    plan: t.ReadPlan | None = None
     try:
         plan = await t.plan_read(run)
         if run.incremental:
-            await _read_incrementally(run, plan, clock)
-            details = clock.details()
+            sizes.append(plan.batch_size)
+            await _read_incrementally(run, plan, clock, sizes)
+            details = _with_sizes(clock.details(), plan, sizes)
         else:
             details = await _read_snapshot(run, plan, details)
     except (SyncCancelled, asyncio.CancelledError) as exc:
         reason = str(exc) or "cancelled"
         logger.warning("%s: stopped at a batch boundary: %s", run.instance_name, reason)
         details = clock.details(complete=False) if run.incremental else details
-        status = await t.finish_sync(run, "cancelled", details, reason)
+        status = await t.finish_sync(run, "cancelled", details, reason, _adapted(plan, sizes))
         return {"status": status, "sync_details": details}
     except Exception as exc:
         error = _describe(run, exc, details.get("attempts"))
@@ -83,24 +89,44 @@ async def sync_instance(
             error=error,
         )
         raise
-    status = await t.finish_sync(run, "completed", details, None)
+    status = await t.finish_sync(run, "completed", details, None, _adapted(plan, sizes))
     logger.info("%s: %s", run.instance_name, status)
     return {"status": status, "sync_details": details}
 
 
-async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchClock) -> None:
+def _adapted(plan: t.ReadPlan | None, sizes: list[int]) -> int | None:
+    """The adaptive page size to remember (None: fixed size, or nothing was read)."""
+    return sizes[-1] if plan is not None and plan.adaptive is not None and sizes else None
+
+
+def _with_sizes(details: dict[str, Any], plan: t.ReadPlan, sizes: list[int]) -> dict[str, Any]:
+    """``batch_size`` in the details: the page size (adaptive: where it ended, plus its range)."""
+    details["batch_size"] = sizes[-1]
+    if plan.adaptive is not None:
+        details["batch_size_range"] = [min(sizes), max(sizes)]
+        details["adaptive_batch"] = {
+            "min": plan.adaptive.min_size,
+            "max": plan.adaptive.max_size,
+            "target_page_s": plan.adaptive.target_seconds,
+        }
+    return details
+
+
+async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchClock, sizes: list[int]) -> None:
     chunk = t.sync_batches.with_options(**plan.retry_options())
     per_task = get_settings().batches_per_task
     artifact = None
+    shown: float | None = None
     done = 0
     gaps = watches_gaps(run)  # dense seqs: repair the gap ledger's holes first, reconcile at the end
     first = True
     while True:
         out = await chunk(
             run,
-            plan.batch_size,
+            sizes[-1],
             per_task,
             plan.max_delay,
+            plan.adaptive,
             repair=gaps and first,
             reconcile=gaps,
             server=clock.server,
@@ -110,9 +136,14 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
         if out.repaired is not None:
             clock.add_details(out.repaired.details(), out.repaired.counts)
         result = out.result
+        if result.batch_size is not None:
+            sizes.append(result.batch_size)
         clock.add_chunk(result, retries=out.attempts - 1)
         done += result.new
-        if result.has_more or artifact is not None:  # only syncs longer than one chunk get a bar
+        # only syncs longer than one chunk get a bar; PATCHed at most every PROGRESS_EVERY s, and at the end
+        due = shown is None or time.monotonic() - shown >= PROGRESS_EVERY or not result.has_more or result.cancelled
+        if (result.has_more or artifact is not None) and due:
+            shown = time.monotonic()
             artifact = await artifacts.show_progress(
                 artifact,
                 run=run,

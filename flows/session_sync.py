@@ -12,6 +12,7 @@ from prefect.states import Cancelled, State
 
 from flows.instance_sync import sync_instance
 from syncflow import names
+from syncflow.settings import get_settings
 from syncflow.store.models import Category, SessionStatus, SyncType
 from tasks import artifacts
 from tasks import prefect_api as pf
@@ -44,6 +45,7 @@ async def sync_session(
     retry_of: str | None = None,
     refresh_metadata: bool = True,
     scale_out: bool = False,
+    metadata_max_age: float | None = None,
 ) -> Any:
     """Sync ``category`` over the instances named (or tagged, or every enabled one).
 
@@ -59,7 +61,9 @@ async def sync_session(
 
     ``refresh_metadata`` (messages only, the seed's rule): a metadata session over the same
     instances runs first, so messages land on up-to-date conversations; its failures are
-    logged and do not stop the messages. ``scale_out``: each instance sync runs as a run of
+    logged and do not stop the messages. Instances whose metadata completed less than
+    ``metadata_max_age`` seconds ago are left out of it (default ``SYNCFLOW_METADATA_MAX_AGE``,
+    1 h; 0 refreshes every one). ``scale_out``: each instance sync runs as a run of
     the ``sync-instance/instance`` deployment (every kind), so every
     worker of the pool shares the session; the limit still holds (the slot is held here
     while the child run runs).
@@ -67,7 +71,8 @@ async def sync_session(
     logger = get_run_logger()
     metadata_session = None
     if category == Category.MESSAGES and refresh_metadata and not retry_of:
-        metadata_session = await _refresh_metadata(instances, tags, sync_type, created_by, scale_out)
+        max_age = get_settings().metadata_max_age if metadata_max_age is None else metadata_max_age
+        metadata_session = await _refresh_metadata(instances, tags, sync_type, created_by, scale_out, max_age)
     if retry_of:
         plan = await book.open_retry_session(retry_of, created_by, flow_run_runtime.id, session_id)
         category = plan.category
@@ -90,7 +95,8 @@ async def sync_session(
     if limit["reset_slots"]:
         logger.warning("%s: released %d stale slot(s) of dead holders", limit["name"], limit["reset_slots"])
     logger.info("session %s: %d instance(s), limit %s", plan.session_id, len(plan.records), limit["name"])
-    progress = await artifacts.create_progress(plan) if plan.records else None
+    # a session of one instance has no progress of its own: its record (and the instance's bar) is it
+    progress = await artifacts.create_progress(plan) if len(plan.records) > 1 else None
 
     cancelled: dict[str, str] = {}
     started: set[int] = set()
@@ -171,12 +177,18 @@ async def _run_child_deployment(rec: Any, category: str) -> Any:
 
 
 async def _refresh_metadata(
-    instances: list[str] | None, tags: list[str] | None, sync_type: str, created_by: str | None, scale_out: bool
+    instances: list[str] | None,
+    tags: list[str] | None,
+    sync_type: str,
+    created_by: str | None,
+    scale_out: bool,
+    max_age: float = 0.0,
 ) -> str | None:
     """The seed's rule: before messages, a metadata session over the same instances (those
-    that have metadata). Returns its session id (None when there was nothing to refresh)."""
+    that have metadata, and whose metadata is older than ``max_age`` s). Returns its session
+    id (None when there was nothing to refresh)."""
     logger = get_run_logger()
-    targets = await book.metadata_targets(instances or [], tags or [])
+    targets = await book.metadata_targets(instances or [], tags or [], max_age)
     if not targets:
         return None
     sid = str(uuid.uuid4())

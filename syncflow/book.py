@@ -9,6 +9,7 @@ This is what the session flow's tasks call (``tasks/session.py``, ``tasks/sessio
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,15 @@ from syncflow.settings import get_settings
 from syncflow.store import pauses
 from syncflow.store import sessions as sessions_
 from syncflow.store.db import session_scope
-from syncflow.store.models import Category, Instance, SessionStatus, SyncSession
+from syncflow.store.models import (
+    Category,
+    Instance,
+    ItemStatus,
+    SessionStatus,
+    SyncConfigItem,
+    SyncSession,
+    utcnow,
+)
 from syncflow.store.session_ids import short_ids
 
 
@@ -81,13 +90,30 @@ def plan_retry(
         return _planned(s, row)
 
 
-def metadata_targets(names: Sequence[str], tags: Sequence[str]) -> list[str]:
-    """The instances of a messages session (by names / tags / all) that also have metadata."""
+def metadata_targets(names: Sequence[str], tags: Sequence[str], max_age_seconds: float | None = None) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata.
+
+    With ``max_age_seconds`` (> 0) an instance whose last metadata sync completed less than
+    that long ago is left out: its metadata is fresh enough (``SYNCFLOW_METADATA_MAX_AGE``)."""
     from syncflow.store.instances import select_instances
 
     with session_scope() as s:
         chosen = select_instances(s, category=Category.MESSAGES.value, names=names, tags=tags)
-        return [i.name for i in chosen if i.supports(Category.METADATA.value) and i.enabled]
+        targets = [i for i in chosen if i.supports(Category.METADATA.value) and i.enabled]
+        if not targets or not max_age_seconds or max_age_seconds <= 0:
+            return [i.name for i in targets]
+        since = utcnow() - dt.timedelta(seconds=max_age_seconds)
+        fresh = set(
+            s.scalars(
+                select(SyncConfigItem.instance_id).where(
+                    SyncConfigItem.instance_id.in_([i.id for i in targets]),
+                    SyncConfigItem.category == Category.METADATA.value,
+                    SyncConfigItem.status == ItemStatus.COMPLETED.value,
+                    SyncConfigItem.last_sync_time >= since,
+                )
+            )
+        )
+        return [i.name for i in targets if i.id not in fresh]
 
 
 # --------------------------------------------------------------------------- reading

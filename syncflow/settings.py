@@ -44,8 +44,17 @@ class Settings(BaseSettings):
         ),
     )
 
+    metadata_max_age: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "Seconds a completed metadata sync stays fresh: a messages session refreshes the "
+            "metadata of an instance only when its last one is older (0: always refresh)."
+        ),
+    )
+
     batches_per_task: int = Field(
-        default=100,
+        default=1000,
         ge=1,
         le=10_000,
         description=(

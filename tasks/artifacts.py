@@ -1,7 +1,8 @@
 """Publishing to the Prefect UI (Artifacts): a session's progress while it runs, then its
 summary and records table, rendered by :mod:`syncflow.reports.sessions` from the one view;
 an instance sync's progress (long syncs only) and a snapshot's change list
-(:mod:`syncflow.reports.changes`). Plain coroutines where a task run per call would flood the UI."""
+(:mod:`syncflow.reports.changes`). Plain coroutines: a task run per call costs events and API
+calls that an artifact does not need (the artifacts belong to the flow run that publishes them)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
 from syncflow import book, names
 from syncflow.book import PlannedSession
@@ -36,7 +35,6 @@ from syncflow.schemas import SessionDetailView, measure_progress
 log = logging.getLogger(__name__)
 
 
-@task(name="create-session-progress", cache_policy=NO_CACHE)
 async def create_progress(plan: PlannedSession) -> Any:
     return await acreate_progress_artifact(
         progress=0.0,
@@ -46,6 +44,7 @@ async def create_progress(plan: PlannedSession) -> Any:
 
 
 DESCRIBE_EVERY = 2.0  # seconds between two reads of the session for the description (the last one always)
+PATCH_EVERY = 2.0  # seconds between two updates of the artifact (the last one always): one API call each
 
 
 @dataclass
@@ -56,6 +55,7 @@ class _Published:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     done: int = -1
     described: float = 0.0
+    patched: float | None = None
 
 
 _published: dict[str, _Published] = {}
@@ -63,6 +63,8 @@ _published: dict[str, _Published] = {}
 
 async def update_progress(artifact_id: Any, done: int, total: int, session_id: str | None = None) -> None:
     """Plain coroutine (one call per finished instance; a task run each would flood the UI).
+    The artifact is updated at most every :data:`PATCH_EVERY` seconds (a count that comes
+    sooner is left for the next one) and always for the last instance.
 
     With ``session_id`` the description also says the items done / expected, rate and ETA
     (:func:`syncflow.reports.sessions.session_progress_description`), read from the store at
@@ -74,7 +76,10 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
         async with shown.lock:
             if done <= shown.done:  # a later count is already shown
                 return
+            if not last and shown.patched is not None and time.monotonic() - shown.patched < PATCH_EVERY:
+                return
             shown.done = done
+            shown.patched = time.monotonic()
             description = None
             if session_id is not None and (last or time.monotonic() - shown.described >= DESCRIBE_EVERY):
                 shown.described = time.monotonic()
@@ -98,7 +103,6 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
             _published.pop(key, None)
 
 
-@task(name="publish-session-artifacts", cache_policy=NO_CACHE)
 async def publish_artifacts(view: SessionDetailView) -> None:
     """The session's markdown summary and a table of its records (Prefect UI, Artifacts)."""
     sid = view.session_id

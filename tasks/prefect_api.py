@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -393,6 +394,10 @@ def _released(name: str) -> asyncio.Event:
     return events[name]
 
 
+PAUSE_READ_EVERY = 2.0
+"""Seconds a read of a category's pause flag stays good for one slot wait (:func:`hold_slot`)."""
+
+
 def _paused(category: str) -> bool:
     try:
         return book.is_paused(category)
@@ -427,13 +432,19 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     # starts no new sync: wait here, before taking a slot, until it is resumed.
     category = names.limit_category(name)
 
+    # The flag is read once when the wait starts and again only when the last read is older than
+    # PAUSE_READ_EVERY (a slot request refused by a full limit does not re-read it): one store
+    # round trip per instance instead of one per request.
     told = False
+    read_at: float | None = None
     while True:
-        while await asyncio.to_thread(_paused, category):
-            if not told:
-                log.info("category %s is paused (queue admin): waiting for resume", category)
-                told = True
-            await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
+        if read_at is None or time.monotonic() - read_at >= PAUSE_READ_EVERY:
+            while await asyncio.to_thread(_paused, category):
+                if not told:
+                    log.info("category %s is paused (queue admin): waiting for resume", category)
+                    told = True
+                await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
+            read_at = time.monotonic()
         entered = False
         try:
             try:

@@ -1,6 +1,8 @@
 """Thin wrappers around the session book-keeping (:mod:`syncflow.book`), each unit of
-work run in a thread. The steps a session shows in the Prefect UI are tasks; the helpers the
-session flow calls on its final path are plain coroutines."""
+work run in a thread. Plain coroutines the session flow awaits (a task run each cost ~3 events
+and their ingestion per session, a third of a single run's Prefect overhead: issue 11); their
+failures fail the session run as a failed task would. ``cleanup_sessions`` stays a task: it is
+the cleanup flow's one step."""
 
 from __future__ import annotations
 
@@ -15,13 +17,11 @@ from syncflow.book import PlannedRecord, PlannedSession
 from syncflow.schemas import SessionDetailView
 
 
-@task(name="open-session", cache_policy=NO_CACHE)
 async def open_session(**kwargs: Any) -> PlannedSession:
     """Create the session and its records (highest priority first)."""
     return await asyncio.to_thread(lambda: book.plan_session(**kwargs))
 
 
-@task(name="open-retry-session", cache_policy=NO_CACHE)
 async def open_retry_session(
     retry_of: str, created_by: str | None, flow_run_id: str | None, session_id: str | None
 ) -> PlannedSession:
@@ -33,13 +33,12 @@ async def open_retry_session(
     )
 
 
-@task(name="metadata-targets", cache_policy=NO_CACHE)
-async def metadata_targets(names: list[str], tags: list[str]) -> list[str]:
-    """The instances of a messages session (by names / tags / all) that also have metadata."""
-    return await asyncio.to_thread(book.metadata_targets, names, tags)
+async def metadata_targets(names: list[str], tags: list[str], max_age_seconds: float | None = None) -> list[str]:
+    """The instances of a messages session (by names / tags / all) that also have metadata,
+    less those whose metadata completed less than ``max_age_seconds`` ago."""
+    return await asyncio.to_thread(book.metadata_targets, names, tags, max_age_seconds)
 
 
-@task(name="session-summary", cache_policy=NO_CACHE)
 async def session_summary(session_id: str) -> SessionDetailView:
     """The session and its records, as the one view (:mod:`syncflow.schemas`)."""
     return await asyncio.to_thread(book.session_detail, session_id)

@@ -4,11 +4,19 @@ Tasks get ids, names and numbers, never secrets or connections: the read tasks o
 instance's source from its block *name* (``blocks.connections``, one open source per block in
 this process). Blocking work (HTTP, database drivers, the store) runs in a thread. Retries are
 the block's policy, set by the flow with ``with_options``; only transient errors are retried.
+
+Only the data steps are task runs (``sync-batches``, ``read-snapshot``, ``store-snapshot``: the
+retried work an operator follows in the UI). The book-keeping around them (``begin_sync``,
+``plan_read``, ``finish_sync``) are plain coroutines awaited by the subflow: a task run each
+cost ~9 events and their ingestion per instance, more than a short sync's data (issue 11);
+their outcome is the subflow run's state either way. ``finish_sync`` keeps its retries as a
+small loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +27,12 @@ from prefect.runtime import task_run as task_run_runtime
 from blocks.connections import open_source
 from syncflow import engine
 from syncflow.engine import lease
+from syncflow.engine.batch_size import AdaptiveBatch, AdaptiveBounds
 from syncflow.errors import RateLimitedError, SyncError, TransientSyncError
 from syncflow.sources.base import page_reader
 from syncflow.store.sync_state import LeaseLostError
+
+log = logging.getLogger(__name__)
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -43,7 +54,6 @@ def _check_lease(run: engine.InstanceRun, when: str) -> None:
         raise LeaseLostError(f"{run.instance_name}: lost the single-flight lease {when}")
 
 
-@task(name="begin-sync", cache_policy=NO_CACHE)
 async def begin_sync(
     record_id: int, owner: str, lease_seconds: float, flow_run_id: str | None, options: dict[str, Any] | None
 ) -> engine.InstanceRun | engine.Skipped:
@@ -67,6 +77,7 @@ class ReadPlan:
     jitter: float
     max_delay: float
     source: str
+    adaptive: AdaptiveBounds | None = None  # the block's bounds when the page size adapts
 
     def retry_options(self) -> dict[str, Any]:
         """Task options for a read: retries per the instance block's policy."""
@@ -77,12 +88,19 @@ class ReadPlan:
         }
 
 
-@task(name="plan-read", cache_policy=NO_CACHE)
 async def plan_read(run: engine.InstanceRun) -> ReadPlan:
     opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     p = opened.policy
+    adaptive = None
+    if p.adaptive and run.opts.batch_size is None and run.incremental:  # an explicit --batch-size stays fixed
+        assert p.min_batch_size is not None and p.max_batch_size is not None and p.target_page_seconds
+        adaptive = AdaptiveBounds(p.min_batch_size, p.max_batch_size, p.target_page_seconds)
+    size = run.opts.batch_size or p.batch_size or 500
+    if adaptive is not None:  # start where the last adaptive read of this instance ended
+        size = adaptive.clamp(run.adaptive_batch_size or size)
     return ReadPlan(
-        batch_size=run.opts.batch_size or p.batch_size or 500,
+        batch_size=size,
+        adaptive=adaptive,
         retry_delays=p.delays(),
         jitter=p.jitter,
         max_delay=p.max_delay,
@@ -104,13 +122,15 @@ async def sync_batches(
     count: int,
     max_batches: int,
     max_delay: float = 60,
+    adaptive: AdaptiveBounds | None = None,
     repair: bool = False,
     reconcile: bool = False,
     server: tuple[int, int, int] | None = None,
     first_seq: int | None = None,
 ) -> Chunk:
     """Fetch and store up to ``max_batches`` pages from the committed cursor on (one
-    transaction per page).
+    transaction per page). With ``adaptive`` the page size starts at ``count`` and adapts
+    within its bounds (the result's ``batch_size`` is where it ended).
 
     A retry resumes after the last committed page and stops after its first page: the next
     chunk is a new task run with the whole retry budget, so every fetch gets the block's
@@ -123,10 +143,12 @@ async def sync_batches(
     attempt = task_run_runtime.get_run_count()
     batches = 1 if attempt > 1 else max_batches
 
+    sizer = AdaptiveBatch(count, adaptive) if adaptive is not None else None
+
     def work() -> Chunk:
         read = page_reader(opened.source, run.opts)
         repaired = engine.repair_gaps(run, read, count=count) if repair else None
-        result = engine.sync_chunk(run, read, count=count, max_batches=batches)
+        result = engine.sync_chunk(run, read, count=count, max_batches=batches, sizer=sizer)
         reconciled = None
         if reconcile and not result.has_more and not result.cancelled:
             first = first_seq if first_seq is not None else result.first_seq
@@ -173,16 +195,38 @@ async def store_snapshot(run: engine.InstanceRun, items: list[Any]) -> engine.St
     return await asyncio.to_thread(engine.store_snapshot, run, items)
 
 
-@task(name="finish-sync", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
-async def finish_sync(run: engine.InstanceRun, outcome: str, details: dict[str, Any] | None, error: str | None) -> str:
-    """Record the outcome and give the lease back (the keeper stops first)."""
+FINISH_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0)
+"""Seconds before each new try of :func:`finish_sync` (a store blip must not leave the record open)."""
+
+
+async def finish_sync(
+    run: engine.InstanceRun,
+    outcome: str,
+    details: dict[str, Any] | None,
+    error: str | None,
+    batch_size: int | None = None,
+) -> str:
+    """Record the outcome and give the lease back (the keeper stops first); tried again after
+    each of :data:`FINISH_RETRY_DELAYS` when the store fails. ``batch_size``: the adaptive
+    page size reached, remembered in the sync state."""
     lease.release(instance_id=run.instance_id, category=run.category, owner=run.owner)
-    return await asyncio.to_thread(
-        lambda: engine.finish_instance_sync(run, outcome=outcome, details=details, error=error)
-    )
+    for delay in (*FINISH_RETRY_DELAYS, None):
+        try:
+            return await asyncio.to_thread(
+                lambda: engine.finish_instance_sync(
+                    run, outcome=outcome, details=details, error=error, batch_size=batch_size
+                )
+            )
+        except Exception:
+            if delay is None:
+                raise
+            log.warning("%s: could not record the outcome (%s); again in %ss", run.instance_name, outcome, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 __all__ = [
+    "FINISH_RETRY_DELAYS",
     "Chunk",
     "ReadPlan",
     "Snapshot",

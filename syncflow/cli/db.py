@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from alembic.util.exc import CommandError as AlembicCommandError
 
 from syncflow.cli import _output as out
 from syncflow.errors import ConfigError
@@ -27,6 +26,8 @@ def db_upgrade(
     _json: out.JsonFlag = False,
 ) -> None:
     """Create the store's tables, or migrate them to REVISION. Safe to rerun."""
+    from alembic.util.exc import CommandError as AlembicCommandError
+
     engine = get_engine()
     before = migrations.current_revision(engine)
     try:

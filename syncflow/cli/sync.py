@@ -302,8 +302,10 @@ def run_with_progress(
         if holder["sid"] is not None:
             _watch(holder["sid"], stop, show)
 
+    if quiet:  # nothing to show: no watcher polling the store (it cost ~1 s of CPU per session)
+        return asyncio.run(coro_factory())
     thread = threading.Thread(target=watcher, daemon=True)
-    with Live(progress, console=out.console(), refresh_per_second=4, transient=False) if not quiet else _Null():
+    with Live(progress, console=out.console(), refresh_per_second=4, transient=False):
         thread.start()
         try:
             return asyncio.run(coro_factory())
@@ -314,14 +316,6 @@ def run_with_progress(
                 _watch_once(holder["sid"], show)
     if not quiet:
         out.console().print()
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------ commands
@@ -433,6 +427,7 @@ def run_session(
     wait: bool = True,
     refresh_metadata: bool = True,
     scale_out: bool = False,
+    metadata_max_age: float | None = None,
 ) -> int:
     """Run the session parent flow with a live display; returns the exit status.
 
@@ -460,13 +455,14 @@ def run_session(
         "session_id": session_id,
         "refresh_metadata": refresh_metadata,
         "scale_out": scale_out,
+        "metadata_max_age": metadata_max_age,  # None: SYNCFLOW_METADATA_MAX_AGE of the process running it
     }
     if deployment:
         return _run_deployment(ctx, deployment, params, wait=wait, quiet=quiet)
     from flows.session_sync import sync_session
 
     async def go() -> Any:
-        return await sync_session(**params, return_state=True)
+        return await sync_session(**{k: v for k, v in params.items() if v is not None}, return_state=True)
 
     def find() -> str | None:
         return session_id if session_exists(session_id) else None
@@ -588,6 +584,13 @@ def sync_instance_cmd(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Messages per request (default: the block's).")
     ] = None,
+    refresh_metadata: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-metadata",
+            help="messages: refresh the metadata first even when it is fresh (SYNCFLOW_METADATA_MAX_AGE, 1 h).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress bar.")] = False,
     _json: out.JsonFlag = False,
 ) -> None:
@@ -614,7 +617,13 @@ def sync_instance_cmd(
             cats = list(get_instance(s, name=name).categories)
         category = "messages" if "messages" in cats or not cats else cats[0]
     code = run_session(
-        ctx, category=category, instances=[name], tags=[], options={name: opts} if opts else None, quiet=quiet
+        ctx,
+        category=category,
+        instances=[name],
+        tags=[],
+        options={name: opts} if opts else None,
+        quiet=quiet,
+        metadata_max_age=0 if refresh_metadata else None,
     )
     raise typer.Exit(code)
 
@@ -648,8 +657,15 @@ def sync_run_cmd(
     ] = True,
     metadata: Annotated[
         bool,
-        typer.Option("--metadata/--no-metadata", help="messages: bring metadata up to date first (default)."),
+        typer.Option(
+            "--metadata/--no-metadata",
+            help="messages: bring metadata up to date first (default; only where older than "
+            "SYNCFLOW_METADATA_MAX_AGE, 1 h).",
+        ),
     ] = True,
+    refresh_metadata: Annotated[
+        bool, typer.Option("--refresh-metadata", help="messages: refresh every instance's metadata, fresh or not.")
+    ] = False,
     scale_out: Annotated[
         bool,
         typer.Option("--scale-out", help="Each instance sync as its own deployment run (any worker of the pool)."),
@@ -677,5 +693,6 @@ def sync_run_cmd(
         wait=wait,
         refresh_metadata=metadata,
         scale_out=scale_out,
+        metadata_max_age=0 if refresh_metadata else None,
     )
     raise typer.Exit(code)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import Connection
 
+from syncflow.engine.batch_size import AdaptiveBatch
 from syncflow.engine.run import InstanceRun, cancel_reason_of
 from syncflow.sources.base import PageLike, source_kind
 from syncflow.store import gaps as gap_ledger
@@ -180,6 +181,7 @@ class ChunkResult:
     store_seconds: float = 0.0
     stop: bool = False
     cancelled: str | None = None
+    batch_size: int | None = None  # adaptive: the page size reached (the next chunk starts from it)
 
 
 def sync_chunk(
@@ -189,13 +191,18 @@ def sync_chunk(
     count: int,
     max_batches: int,
     engine: Engine | None = None,
+    sizer: AdaptiveBatch | None = None,
 ) -> ChunkResult:
     """Fetch and store up to ``max_batches`` pages from the committed cursor on, one
     transaction per page, fetching the next page while the current one is stored.
 
     Stops early at the end of the source (hasMore=false), the end of a range, or when the
     session was cancelled. Any error propagates after the batches before it committed.
+    With ``sizer`` the page size adapts after every page (``count`` is then its start).
     """
+    if sizer is not None:
+        fetch = sizer.timed(fetch)
+        count = sizer.size
     engine = engine or get_engine()
     last, batch_no = resume_point(run, engine=engine)
     out = ChunkResult(cursor=last, batch_no=batch_no)
@@ -224,6 +231,9 @@ def sync_chunk(
                     connection=conn,
                 )
                 out.store_seconds += time.perf_counter() - started
+                if sizer is not None:
+                    spent = time.perf_counter() - started
+                    count = out.batch_size = sizer.observe(after=last, rows=len(page.rows), store_seconds=spent)
                 out.batch_no += 1
                 out.batches += 1
                 out.new += new

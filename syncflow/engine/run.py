@@ -36,6 +36,9 @@ from syncflow.store.models import (
 
 log = logging.getLogger(__name__)
 
+ADAPTIVE_BATCH_KEY = "adaptive_batch_size"
+"""The key of the sync state's options under which an adaptive read remembers its page size."""
+
 
 @dataclass
 class InstanceRun:
@@ -54,6 +57,7 @@ class InstanceRun:
     options: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the instance's non-secret settings (telegram: chat id)
     block_binding: str | None = None  # the key its block must carry (blocks syncflow made for it)
+    adaptive_batch_size: int | None = None  # the page size an adaptive read reached last time (sync state)
 
     @property
     def opts(self) -> SyncOptions:
@@ -136,7 +140,13 @@ def begin_instance_sync(
         log.info("skipped %s", reason)
         return Skipped(record_id=record_id, reason=reason)
     start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (state.last_seq or 0)
-    return replace(run, start_seq=max(start, 0), options=asdict(opts))
+    remembered = state.options.get(ADAPTIVE_BATCH_KEY)
+    return replace(
+        run,
+        start_seq=max(start, 0),
+        options=asdict(opts),
+        adaptive_batch_size=remembered if isinstance(remembered, int) and remembered > 0 else None,
+    )
 
 
 def check_shared_block(s: Session, inst: Instance) -> None:
@@ -214,11 +224,13 @@ def finish_instance_sync(
     details: dict[str, Any] | None = None,
     error: str | None = None,
     engine: Engine | None = None,
+    batch_size: int | None = None,
 ) -> str:
     """Record how the sync ended and give the lease back. Returns the record's final status.
 
     ``outcome`` is completed | failed | cancelled. When the session was cancelled meanwhile
     the record is already cancelled: only the details and the lease are settled.
+    ``batch_size``: the page size an adaptive read reached, remembered in the sync state.
     """
     status = RecordStatus.parse(outcome, what="outcome")
     engine = engine or get_engine()
@@ -239,6 +251,10 @@ def finish_instance_sync(
             RecordStatus.COMPLETED.value: ItemStatus.COMPLETED,
             RecordStatus.FAILED.value: ItemStatus.FAILED,
         }.get(status.value, ItemStatus.CANCELLED)
+        if batch_size is not None:
+            sync_state.merge_options(
+                s, instance_id=run.instance_id, category=run.category, values={ADAPTIVE_BATCH_KEY: batch_size}
+            )
         sync_state.release_lock(
             s,
             instance_id=run.instance_id,
@@ -251,6 +267,7 @@ def finish_instance_sync(
 
 
 __all__ = [
+    "ADAPTIVE_BATCH_KEY",
     "InstanceRun",
     "Skipped",
     "begin_instance_sync",

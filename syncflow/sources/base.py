@@ -55,6 +55,14 @@ class ReadPolicy:
     backoff_multiplier: float = 2.0
     max_delay: float = 60.0
     jitter: float = 0.5
+    # Adaptive page size (syncflow.engine.batch_size): on when all three are set.
+    min_batch_size: int | None = None
+    max_batch_size: int | None = None
+    target_page_seconds: float | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.min_batch_size is not None and self.max_batch_size is not None and bool(self.target_page_seconds)
 
     @classmethod
     def of(cls, config: object) -> ReadPolicy:

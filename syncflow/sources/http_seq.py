@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -488,6 +490,21 @@ def _raise_code(where: str, code: int, message: str) -> NoReturn:
 # --------------------------------------------------------------------------- client
 
 
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_SSL_LOCK = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context for every client of this process (httpx's defaults: certifi,
+    or SSL_CERT_FILE/SSL_CERT_DIR). httpx builds one per client otherwise, even for an http://
+    URL: ~25-50 ms of CPU per instance of a session (issue 11)."""
+    global _SSL_CONTEXT
+    with _SSL_LOCK:
+        if _SSL_CONTEXT is None:
+            _SSL_CONTEXT = httpx.create_ssl_context()
+        return _SSL_CONTEXT
+
+
 class SeqHttpClient:
     """Synchronous client of one seq-protocol instance.
 
@@ -522,6 +539,7 @@ class SeqHttpClient:
                 headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"},
                 timeout=httpx.Timeout(timeout),
                 transport=transport,
+                verify=shared_ssl_context(),
             )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ConfigError(f"{self.instance}: bad base URL {base_url!r}: {exc}") from exc

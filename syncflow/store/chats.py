@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from syncflow.sources.telegram import ChatInfo
-from syncflow.sources.telegram_chat import chat_instance_name
 from syncflow.store.instances import add_instance, list_instances
 from syncflow.store.models import Conversation, Instance, InstanceKind
+
+if TYPE_CHECKING:  # Telethon (~1 s to import) only when chats are added
+    from syncflow.sources.telegram import ChatInfo
 
 TELEGRAM = InstanceKind.TELEGRAM.value
 
@@ -120,6 +121,8 @@ def register_chats(
         if chat.left or (types is not None and chat.type not in types) or (chat.archived and not archived):
             out.filtered_out += 1
             continue
+        from syncflow.sources.telegram_chat import chat_instance_name  # Telethon: ~1 s, only when adding chats
+
         name = _unique_name(session, chat_instance_name(account, chat))
         inst = add_instance(
             session,

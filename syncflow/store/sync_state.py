@@ -221,6 +221,16 @@ def release_lock(
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+def merge_options(session: Session, *, instance_id: int, category: str, values: dict[str, Any]) -> None:
+    """Merge ``values`` into the (instance, category) state's ``options`` (e.g. the adaptive
+    page size reached), keeping its other keys."""
+    item = session.scalar(_item_query(instance_id, category))
+    if item is None:
+        return
+    item.options = {**(item.options or {}), **values}
+    session.flush()
+
+
 def release_expired(session: Session, *, now: dt.datetime | None = None) -> int:
     """Clear leases that ran out (their holder died): status back to failed. Returns how many."""
     now = now or utcnow()

@@ -228,7 +228,7 @@ def test_a_ten_instance_session_overlaps_up_to_the_limit_metadata_included(home:
     for server in home.servers:  # something to fetch everywhere, slowly enough to overlap:
         server.append(2500)  # 6 pages of 1 s each; the metadata's one request takes 3 s
         server.set_faults(latency=1.0, scope="conversations", slow_rate=1.0, slow_seconds=2.0)
-    run = home.cli("sync", "run", "--category", "messages", "--all")
+    run = home.cli("sync", "run", "--category", "messages", "--all", "--refresh-metadata")  # fresh since the fixture
     for server in home.servers:
         server.set_faults(latency=0.05)
     assert run.returncode == 0, run.stdout + run.stderr

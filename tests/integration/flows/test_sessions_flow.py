@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select, update
 from blocks.connections import forget_sources
 from blocks.seq_http import SeqHttpInstance
 from flows.session_sync import sync_session
+from syncflow.settings import reset_settings
 from syncflow.store import sessions as book
 from syncflow.store.db import session_scope
 from syncflow.store.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
@@ -283,6 +284,54 @@ def test_a_failed_metadata_refresh_does_not_stop_the_messages(
     meta = session_row(engine, summary["metadata_session_id"])
     assert (meta.status, meta.failed_instances) == ("failed", 1)
     assert records(engine, summary["session_id"])[0].items_synced == 50
+
+
+def test_fresh_metadata_is_not_refreshed_again_until_it_is_older_than_the_max_age(
+    wiring: Any, seq_server: SeqServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seq_server.append(40)
+    wiring.add("mx-1", seq_server)
+    wiring.add("mx-2", seq_server)
+    set_limit("messages", 3)
+    set_limit("metadata", 5)
+    state, first = run_session(category="messages", instances=["mx-1", "mx-2"], refresh_metadata=True)
+    assert state.is_completed(), state
+    assert {r.instance_name for r in records(engine, first["metadata_session_id"])} == {"mx-1", "mx-2"}
+
+    # both refreshed just now (default max age 1 h): no metadata session at all
+    seq_server.append(10)
+    state, second = run_session(category="messages", instances=["mx-1", "mx-2"], refresh_metadata=True)
+    assert state.is_completed(), state
+    assert "metadata_session_id" not in second
+    assert [r.items_synced for r in records(engine, second["session_id"])] == [10, 10]
+
+    # mx-1's metadata grows old: only mx-1 is refreshed
+    with session_scope(engine) as s:
+        s.execute(
+            update(SyncConfigItem)
+            .where(
+                SyncConfigItem.instance_id == select(Instance.id).where(Instance.name == "mx-1").scalar_subquery(),
+                SyncConfigItem.category == "metadata",
+            )
+            .values(last_sync_time=utcnow() - dt.timedelta(hours=2))
+        )
+    state, third = run_session(category="messages", instances=["mx-1", "mx-2"], refresh_metadata=True)
+    assert state.is_completed(), state
+    assert [r.instance_name for r in records(engine, third["metadata_session_id"])] == ["mx-1"]
+
+    # metadata_max_age=0 (the CLI's --refresh-metadata) refreshes every one, fresh or not
+    state, forced = run_session(
+        category="messages", instances=["mx-1", "mx-2"], refresh_metadata=True, metadata_max_age=0
+    )
+    assert state.is_completed(), state
+    assert {r.instance_name for r in records(engine, forced["metadata_session_id"])} == {"mx-1", "mx-2"}
+
+    # and the setting moves the default
+    monkeypatch.setenv("SYNCFLOW_METADATA_MAX_AGE", "0")
+    reset_settings()
+    state, by_setting = run_session(category="messages", instances=["mx-1", "mx-2"], refresh_metadata=True)
+    assert state.is_completed(), state
+    assert {r.instance_name for r in records(engine, by_setting["metadata_session_id"])} == {"mx-1", "mx-2"}
 
 
 # ------------------------------------------------------------------- 3. cancellation
