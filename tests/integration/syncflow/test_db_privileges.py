@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from syncflow.errors import AuthError, PermanentSyncError
-from syncflow.sources.db_connection import read_accounts, read_capacity, read_settings
+from syncflow.sources.database import read_accounts, read_capacity, read_settings
 from tests.integration.syncflow.test_db_sources import KNOWN_BYTES, MySandbox, PgSandbox, _q
 from tests.integration.syncflow.test_db_sources import my as my
 from tests.integration.syncflow.test_db_sources import pg as pg
