@@ -135,12 +135,6 @@ class SessionView(BaseModel):
     error_message: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
-    warnings: list[str] = Field(
-        default_factory=list,
-        description="What the operator must know although the session ran, in words: its records' "
-        "warnings (reconciliation), its metadata session's failures (messages sessions). Filled in the "
-        "detail view.",
-    )
 
 
 class MetadataRefresh(BaseModel):
@@ -161,6 +155,11 @@ class SessionDetailView(SessionView):
     progress: SessionProgress | None = Field(default=None, description="Set while the session is running.")
     metadata_session: MetadataRefresh | None = Field(
         default=None, description="messages: the metadata session it ran first (None: it ran none)."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the operator must know although the session ran, in words: its records' "
+        "warnings (reconciliation), its metadata session's failures (messages sessions).",
     )
 
 

@@ -327,7 +327,8 @@ RecordTable = ["instance", "status", "synced", "created", "updated", "unchanged"
 EXIT_OK = 0  # every instance synced (and the metadata session run first, if any, completed)
 EXIT_FAILED = 1  # an instance failed, or the session was cancelled (also: any error, one line on stderr)
 EXIT_SKIPPED = 3  # nothing failed, but an instance was skipped: another sync holds it
-EXIT_METADATA = 4  # the messages synced, but the metadata session run first failed for some instances
+EXIT_METADATA = 4  # synced with warnings: the metadata session run first failed for some instances, or a
+# record's reconciliation found messages missing that the gap ledger does not explain
 
 
 def exit_status(view: SessionDetailView) -> int:
