@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine
 
 from syncflow.store import instances as inst_svc
+from syncflow.store import retirement
 from syncflow.store.db import make_engine, session_scope
 from syncflow.testing.seqserver import SeqServer
 from tests.support.prefect_server import BIN, LocalPrefect
@@ -156,7 +157,7 @@ def test_alerts_are_idempotent_and_a_failed_session_reaches_the_webhook(
     assert "HTTP 401" in streak["body"] and sids[1] in streak["body"]
     print(f"webhooks received: {len(hook.received)}")
     with session_scope(store) as s:
-        inst_svc.remove_instance(s, name="alert-im")  # no later session of this server picks it up
+        retirement.retire_instance(s, name="alert-im")  # no later session of this server picks it up
 
 
 def test_doctor_and_a_deployment_run_without_a_worker(lp: LocalPrefect, store: Engine, hook: Receiver) -> None:
@@ -206,4 +207,4 @@ def test_doctor_and_a_deployment_run_without_a_worker(lp: LocalPrefect, store: E
     finally:
         with session_scope(store) as s:
             for name in ("doc-gone", "doc-im"):
-                inst_svc.remove_instance(s, name=name)
+                retirement.retire_instance(s, name=name)
