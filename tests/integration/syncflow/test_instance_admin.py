@@ -196,7 +196,9 @@ def test_http_seq_add_checks_the_token_and_update_keeps_what_is_not_given(
     assert done["enabled"] is False and done["changed"] == ["enabled"]
     from blocks.seq_http import SeqHttpInstance
 
-    block = SeqHttpInstance.load("syncflow-chk-im")
+    assert done["block_name"].startswith("syncflow-chk-im-")  # the instance's own block (named with its key)
+    block = SeqHttpInstance.load(done["block_name"])
+    assert block.binding is not None and done["block_name"].endswith(block.binding[:12])
     assert block.batch_size == 77 and block.base_url == seq.url
     assert block.token.get_secret_value() == TOKEN  # kept: not given again
 

@@ -58,7 +58,7 @@ def test_validation_messages_have_no_pydantic_prefix(
          "ROUGH_TOKEN"],
     )  # fmt: skip
     assert bad_url.exit_code == 1
-    assert bad_url.stderr.strip() == "error: instance x: base_url must start with http:// or https://, not 'ftp://x'"
+    assert bad_url.stderr.strip() == "error: --url: 'ftp://x' must start with http:// or https://"
     blank = runner.invoke(
         cli.app, ["--database-url", url, "instances", "add", "y", "--kind", "postgres", "--host", " ", "--user", "u"]
     )
