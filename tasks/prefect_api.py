@@ -135,16 +135,10 @@ async def missing_limits(categories: Sequence[str], *, timeout: float) -> list[s
 async def deployment_pool(deployment: str, *, timeout: float) -> str | None:
     """The work pool ``deployment`` runs on (None: served by a runner); :class:`NotFoundError`
     when it does not exist."""
-    from prefect.exceptions import ObjectNotFound
 
     async def go() -> str | None:
         async with _client() as client:
-            try:
-                dep = await client.read_deployment_by_name(deployment)
-            except ObjectNotFound:
-                raise NotFoundError(
-                    f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
-                ) from None
+            dep = await _read_deployment(client, deployment)
         return dep.work_pool_name or None
 
     return await bounded(f"reading deployment {deployment}", go(), timeout)
@@ -797,19 +791,24 @@ async def deployment_parameters(deployment: str, timeout: float) -> set[str] | N
     """The parameter names ``deployment`` accepts (None: the deployment does not say)."""
 
     async def go() -> set[str] | None:
-        from prefect.exceptions import ObjectNotFound
-
         async with _client() as client:
-            try:
-                dep = await client.read_deployment_by_name(deployment)
-            except ObjectNotFound:
-                raise NotFoundError(
-                    f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
-                ) from None
+            dep = await _read_deployment(client, deployment)
             props = (dep.parameter_openapi_schema or {}).get("properties")
             return set(props) if isinstance(props, dict) else None
 
     return await bounded(f"reading deployment {deployment}", go(), timeout)
+
+
+async def _read_deployment(client: Any, deployment: str) -> Any:
+    """The deployment ``flow/name``; :class:`NotFoundError` saying to deploy first when missing."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return await client.read_deployment_by_name(deployment)
+    except ObjectNotFound:
+        raise NotFoundError(
+            f"deployment {deployment!r} not found on the Prefect API (deploy first: prefect deploy --all)"
+        ) from None
 
 
 async def deployments_on_work_pool(deployment_names: Sequence[str]) -> list[str]:
