@@ -33,6 +33,7 @@ ENGINE_SPANS: tuple[tuple[str, str, str], ...] = (
     ("syncflow.sources.http_seq", "validate_page", "validate"),
     ("syncflow.engine.incremental", "apply_batch", "store"),
     ("syncflow.engine.incremental", "apply_message_batch", "upsert"),
+    ("syncflow.store.page_commit", "commit_page", "upsert"),  # PostgreSQL: upsert + cursor + record at once
     ("syncflow.engine", "begin_instance_sync", "begin"),
     ("syncflow.engine", "finish_instance_sync", "finish"),
     ("syncflow.engine.incremental", "resume_point", "resume"),
@@ -48,6 +49,7 @@ PROFILE_BUCKETS: tuple[tuple[str, str], ...] = (
     ("model_construct", "models (pydantic)"),
     ("pydantic", "models (pydantic)"),
     ("_apply_postgres", "COPY + upsert"),
+    ("commit_page", "COPY + upsert (+ cursor + record, one statement)"),
     ("apply_message_batch", "COPY + upsert"),
     ("advance_cursor", "bookkeeping SQL: cursor"),
     ("add_record_progress", "bookkeeping SQL: record counters"),
@@ -159,11 +161,12 @@ def store_sql() -> dict[str, Any]:
     """The engine's per-page SQL as text (PostgreSQL): staging DDL, COPY, upsert, columns."""
     from syncflow.store import messages as ms
 
+    stage = ms.stage_for(extended=False)
     return {
-        "stage_ddl": ms._STAGE_DDL,
-        "copy": f"COPY syncflow_stage_messages ({', '.join(ms.COLUMNS)}) FROM STDIN (FORMAT BINARY)",
-        "copy_types": list(ms._COPY_TYPES),
-        "upsert": ms._UPSERT,
+        "stage_ddl": stage.ddl,
+        "copy": f"COPY {stage.table} ({', '.join(stage.columns)}) FROM STDIN (FORMAT BINARY)",
+        "copy_types": list(stage.types),
+        "upsert": stage.upsert,
         "columns": list(ms.COLUMNS),
     }
 

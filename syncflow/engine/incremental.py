@@ -22,8 +22,8 @@ from syncflow.engine.run import InstanceRun, cancel_reason_of
 from syncflow.sources.base import PageLike, source_kind
 from syncflow.store import gaps as gap_ledger
 from syncflow.store import messages as message_store
+from syncflow.store import page_commit, sync_state
 from syncflow.store import sessions as book
-from syncflow.store import sync_state
 from syncflow.store.db import get_engine, session_scope
 from syncflow.store.messages import MessageRow, apply_message_batch
 from syncflow.store.models import SyncInstanceRecord
@@ -108,32 +108,43 @@ def apply_batch(
     holes = seq_holes(seqs, last_seq)
     to_record = ledger_holes(run, holes, last_seq)
     recorded: list[tuple[int, int]] = []
+    details = {"batches": batch_no, "cursor": cursor, "remaining": remaining}
     with ExitStack() as stack:
         conn = connection or stack.enter_context((engine or get_engine()).connect())
         with conn.begin():
-            counts = apply_message_batch(conn, instance_id=run.instance_id, rows=rows, session_id=run.session_id)
-            sync_state.advance_cursor(
-                conn,
-                instance_id=run.instance_id,
-                category=run.category,
-                owner=run.owner,
-                last_seq=None if opts.is_range else cursor,
-                lease_seconds=run.lease_seconds,
-            )
-            if to_record:  # the page that revealed a hole records it, in its own transaction
-                recorded = gap_ledger.record_holes(
+            if rows and not to_record and conn.dialect.name == "postgresql":
+                # the usual page: rows, cursor + lease and counters in one statement
+                counts, statuses = page_commit.commit_page(
                     conn,
                     instance_id=run.instance_id,
                     category=run.category,
-                    holes=to_record,
+                    owner=run.owner,
+                    record_id=run.record_id,
                     session_id=run.session_id,
+                    rows=rows,
+                    last_seq=None if opts.is_range else cursor,
+                    lease_seconds=run.lease_seconds,
+                    details=details,
                 )
-            statuses = book.add_record_progress(
-                conn,
-                record_id=run.record_id,
-                counts=counts,
-                details={"batches": batch_no, "cursor": cursor, "remaining": remaining},
-            )
+            else:
+                counts = apply_message_batch(conn, instance_id=run.instance_id, rows=rows, session_id=run.session_id)
+                sync_state.advance_cursor(
+                    conn,
+                    instance_id=run.instance_id,
+                    category=run.category,
+                    owner=run.owner,
+                    last_seq=None if opts.is_range else cursor,
+                    lease_seconds=run.lease_seconds,
+                )
+                if to_record:  # the page that revealed a hole records it, in its own transaction
+                    recorded = gap_ledger.record_holes(
+                        conn,
+                        instance_id=run.instance_id,
+                        category=run.category,
+                        holes=to_record,
+                        session_id=run.session_id,
+                    )
+                statuses = book.add_record_progress(conn, record_id=run.record_id, counts=counts, details=details)
     return BatchResult(
         counts=counts,
         cursor=cursor,

@@ -49,7 +49,8 @@ class _Stage:
     columns: tuple[str, ...]
     types: tuple[str, ...]
     ddl: str
-    upsert: str
+    insert: str  # INSERT ... ON CONFLICT DO UPDATE ... WHERE (changed), without RETURNING
+    upsert: str  # the insert, counting created and updated rows
 
     @property
     def txn_key(self) -> str:
@@ -66,18 +67,19 @@ def _stage(table: str, columns: tuple[str, ...], types: list[str], sql_types: li
     )
     # The stage empties itself at commit (ON COMMIT DELETE ROWS); a second batch in the same
     # transaction truncates it first (see _apply_postgres).
-    upsert = (
-        "WITH w AS ("
-        f" INSERT INTO messages AS m (instance_id, {', '.join(columns)}, session_id, synced_at)"
+    insert = (
+        f"INSERT INTO messages AS m (instance_id, {', '.join(columns)}, session_id, synced_at)"
         f" SELECT %(instance_id)s, {', '.join(columns)}, %(session_id)s, %(now)s FROM {table}"
         " ON CONFLICT (instance_id, message_id) DO UPDATE SET "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
         + ", session_id = EXCLUDED.session_id, synced_at = EXCLUDED.synced_at"
         f" WHERE {changed}"
-        " RETURNING (xmax = 0) AS inserted)"
+    )
+    upsert = (
+        f"WITH w AS ({insert} RETURNING (xmax = 0) AS inserted)"
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM w"
     )
-    return _Stage(table, columns, tuple(types), ddl, upsert)
+    return _Stage(table, columns, tuple(types), ddl, insert, upsert)
 
 
 _SQL_TYPES = ["text", "text", "bigint", "text", "text", "integer", "text", "bigint", "bigint"]
@@ -116,7 +118,12 @@ def _connection(db: Session | Connection) -> Connection:
     return db.connection() if isinstance(db, Session) else db
 
 
-def _dedup(rows: Sequence[MessageRow]) -> list[MessageRow]:
+def stage_for(extended: bool) -> _Stage:
+    """The PostgreSQL staging table of a row shape (generic or Telegram's extended rows)."""
+    return _EXTENDED if extended else _GENERIC
+
+
+def dedup(rows: Sequence[MessageRow]) -> list[MessageRow]:
     """Last occurrence of each message_id wins (pages are validated; this is a safety net)."""
     seen: dict[Any, MessageRow] = {}
     for row in rows:
@@ -137,10 +144,10 @@ def apply_message_batch(
     if not rows:
         return ItemCounts()
     columns = columns_of(rows)
-    unique = _dedup(rows)
+    unique = dedup(rows)
     conn = _connection(session)
     if conn.dialect.name == "postgresql":
-        stage = _GENERIC if columns is COLUMNS else _EXTENDED
+        stage = stage_for(columns is not COLUMNS)
         created, updated = _apply_postgres(conn, instance_id, unique, session_id, stage)
     else:
         created, updated = _apply_generic(conn, instance_id, unique, session_id, columns)
@@ -152,22 +159,28 @@ def apply_message_batch(
     )
 
 
+def write_stage(conn: Connection, cur: Any, stage: _Stage, rows: Sequence[MessageRow]) -> None:
+    """COPY ``rows`` into ``stage`` with the psycopg cursor ``cur`` of ``conn``'s connection, in
+    its current transaction (creating the stage there if this connection has none yet)."""
+    info = conn.connection.info
+    txn = id(conn.get_transaction())
+    if not info.get(stage.table):
+        cur.execute(stage.ddl)  # inside this transaction: not remembered, it may roll back
+    elif info.get(stage.txn_key) == txn:
+        cur.execute(f"TRUNCATE {stage.table}")  # a second batch in one transaction
+    info[stage.txn_key] = txn
+    with cur.copy(f"COPY {stage.table} ({', '.join(stage.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(stage.types))
+        for row in rows:
+            copy.write_row(row)
+
+
 def _apply_postgres(
     conn: Connection, instance_id: int, rows: list[MessageRow], session_id: str | None, stage: _Stage
 ) -> tuple[int, int]:
     raw = conn.connection.driver_connection
-    info = conn.connection.info
-    txn = id(conn.get_transaction())
     with raw.cursor() as cur:  # type: ignore[union-attr]
-        if not info.get(stage.table):
-            cur.execute(stage.ddl)  # inside this transaction: not remembered, it may roll back
-        elif info.get(stage.txn_key) == txn:
-            cur.execute(f"TRUNCATE {stage.table}")  # a second batch in one transaction
-        info[stage.txn_key] = txn
-        with cur.copy(f"COPY {stage.table} ({', '.join(stage.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(stage.types))
-            for row in rows:
-                copy.write_row(row)
+        write_stage(conn, cur, stage, rows)
         cur.execute(
             stage.upsert, {"instance_id": instance_id, "session_id": session_id, "now": utcnow().replace(tzinfo=None)}
         )
@@ -233,5 +246,8 @@ __all__ = [
     "apply_message_batch",
     "columns_of",
     "count_messages",
+    "dedup",
     "prepare",
+    "stage_for",
+    "write_stage",
 ]
