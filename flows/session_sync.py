@@ -168,12 +168,24 @@ async def sync_session(
 
 async def _run_child_deployment(rec: Any, category: str) -> Any:
     """Run one instance sync as a deployment run (any worker of the pool) and wait for its
-    final state; the run is linked to this parent in the Prefect UI."""
-    return await pf.run_child(
+    final state; the run is linked to this parent in the Prefect UI. A run whose worker died
+    while starting it (taken, never opened its record) is given up after
+    ``SYNCFLOW_CHILD_START_SECONDS``: Crashed, its record failed, the slot freed."""
+    limit = get_settings().child_start_seconds
+
+    async def started() -> bool:
+        return await book.record_started(rec.record_id)
+
+    state = await pf.run_child(
         names.INSTANCE_DEPLOYMENT,
         {"record_id": rec.record_id, "instance": rec.instance, "category": category},
         tags=[names.category_tag(category)],
+        started=started,
+        start_timeout=limit,
     )
+    if state.is_crashed() and not await started():
+        await book.fail_unstarted_record(rec.record_id, f"instance run lost before it started: {state.message}")
+    return state
 
 
 async def _refresh_metadata(

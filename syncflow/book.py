@@ -26,6 +26,7 @@ from syncflow.store.models import (
     Category,
     Instance,
     ItemStatus,
+    RecordStatus,
     SessionStatus,
     SyncConfigItem,
     SyncSession,
@@ -166,6 +167,19 @@ def touch(session_id: str) -> None:
     """The parent's heartbeat (:func:`syncflow.store.sessions.touch_session`)."""
     with session_scope() as s:
         sessions_.touch_session(s, session_id=session_id)
+
+
+def record_started(record_id: int) -> bool:
+    """Whether the record left ``pending`` (its instance run opened it)."""
+    with session_scope() as s:
+        return sessions_.get_record(s, record_id=record_id).status != RecordStatus.PENDING
+
+
+def fail_unstarted_record(record_id: int, reason: str) -> bool:
+    """Fail the record when it is still ``pending`` (its run was lost before it started) and
+    its session runs; False when it had started or the session ended."""
+    with session_scope() as s:
+        return sessions_.fail_pending_record(s, record_id=record_id, error_message=reason)
 
 
 def close_open_records(session_id: str, reason: str) -> None:

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    child_start_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description=(
+            "Scale-out: how long an instance run taken by a worker (Pending or Running) may go "
+            "without opening its record before the session gives it up as lost (its worker died "
+            "while starting it): the run is marked Crashed, the record failed, the slot freed."
+        ),
+    )
+
     batches_per_task: int = Field(
         default=1000,
         ge=1,

@@ -495,15 +495,47 @@ async def start_run(
     return StartedRun(str(run.id), run.name)
 
 
-async def run_child(deployment: str, parameters: dict[str, Any], *, tags: Sequence[str] = ()) -> Any:
+async def run_child(
+    deployment: str,
+    parameters: dict[str, Any],
+    *,
+    tags: Sequence[str] = (),
+    started: Callable[[], Awaitable[bool]] | None = None,
+    start_timeout: float | None = None,
+    poll_seconds: float = 1.0,
+) -> Any:
     """Run ``deployment`` as a child of the current flow run (any worker of the pool runs it;
-    the Prefect UI links it to the parent) and return its final state."""
-    from prefect.deployments import arun_deployment
+    the Prefect UI links it to the parent) and return its final state.
 
-    run = await arun_deployment(
-        deployment, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True, tags=list(tags)
-    )
-    return run.state
+    A worker that dies while it starts the run leaves it Pending (or Running, its process gone
+    before it did anything) for ever, and nothing else would end it. So with ``started`` (has
+    the run begun its work?) and ``start_timeout``: once a worker took the run, if ``started()``
+    is still false ``start_timeout`` s later, the run is marked Crashed and that state returned.
+    A run still Scheduled (no worker took it yet) is waited for.
+    """
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import arun_deployment
+    from prefect.states import Crashed
+
+    run = await arun_deployment(deployment, parameters=parameters, timeout=0, as_subflow=True, tags=list(tags))
+    taken_at: float | None = None
+    async with _client() as client:
+        while True:
+            current = await client.read_flow_run(run.id)
+            state = current.state
+            if state is not None and state.is_final():
+                return state
+            if state is not None and state.type in (StateType.PENDING, StateType.RUNNING):
+                taken_at = taken_at or time.monotonic()
+                overdue = start_timeout is not None and time.monotonic() - taken_at > start_timeout
+                if overdue and started is not None and not await started():
+                    crashed: Any = Crashed(
+                        message=f"{state.name} for {start_timeout:.0f} s without starting its sync: "
+                        "its worker is gone (killed while starting the run?)"
+                    )
+                    await client.set_flow_run_state(run.id, crashed, force=True)
+                    return crashed
+            await asyncio.sleep(poll_seconds)
 
 
 async def follow_run(flow_run_id: str, *, poll_seconds: float = 1.0) -> Any:

@@ -61,6 +61,16 @@ async def session_exists(session_id: str) -> bool:
     return await asyncio.to_thread(book.session_exists, session_id)
 
 
+async def record_started(record_id: int) -> bool:
+    """Whether the record left ``pending`` (its instance run opened it)."""
+    return await asyncio.to_thread(book.record_started, record_id)
+
+
+async def fail_unstarted_record(record_id: int, reason: str) -> bool:
+    """Fail the record if it is still ``pending`` (its run was lost before it started)."""
+    return await asyncio.to_thread(book.fail_unstarted_record, record_id, reason)
+
+
 async def close_open_records(session_id: str, reason: str) -> None:
     """Fail the records that never ran (the session then finishes); no-op when it ended."""
     await asyncio.to_thread(book.close_open_records, session_id, reason)
@@ -71,9 +81,11 @@ __all__ = [
     "PlannedSession",
     "cleanup_sessions",
     "close_open_records",
+    "fail_unstarted_record",
     "metadata_targets",
     "open_retry_session",
     "open_session",
+    "record_started",
     "session_exists",
     "session_summary",
     "sweep_store",

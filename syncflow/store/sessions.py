@@ -410,6 +410,23 @@ def fail_instance_sync(
     return rec
 
 
+def fail_pending_record(session: Session, *, record_id: int, error_message: str) -> bool:
+    """Fail the record only while it is still ``pending`` and its session runs (its instance run
+    was lost before it started); False otherwise. Locks like every transition (session row,
+    then record), so a run that opens the record at the same moment is never failed."""
+    row = _lock_session(session, get_record(session, record_id=record_id).session_id)
+    rec = session.scalar(
+        select(SyncInstanceRecord)
+        .where(SyncInstanceRecord.id == record_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if rec is None or rec.status != RecordStatus.PENDING or row.status != SessionStatus.RUNNING:
+        return False
+    fail_instance_sync(session, record_id=record_id, error_message=error_message)
+    return True
+
+
 def skip_instance_sync(session: Session, *, record_id: int, reason: str) -> SyncInstanceRecord:
     row, rec = _transition(session, record_id, RecordStatus.SKIPPED)
     rec.error_message = reason
@@ -904,6 +921,7 @@ __all__ = [
     "complete_instance_sync",
     "create_session",
     "fail_instance_sync",
+    "fail_pending_record",
     "finish_session",
     "get_record",
     "get_session",

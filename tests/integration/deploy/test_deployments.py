@@ -261,6 +261,66 @@ def test_scale_out_two_workers_share_one_session_under_the_limit(
     assert by_worker["w-a"] | by_worker["w-b"] == child_runs
 
 
+def test_scale_out_gives_up_a_child_run_whose_worker_died_while_starting_it(
+    lp: LocalPrefect, store: Engine, seq: SeqServer
+) -> None:
+    """A worker killed while it starts an instance run leaves that run Pending for ever (found
+    by ``python -m bench.scale``): the parent gives it up after SYNCFLOW_CHILD_START_SECONDS —
+    run Crashed, record failed saying so, the category's slot freed — and the session ends."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.states import Pending
+
+    seq.append(100)
+    add_seq_instances(lp, seq, ["lost-1"])
+    # the parent in this CLI process; its child is a run of sync-instance/instance that no worker
+    # runs: the test takes it as a worker would (Pending) and then "dies" (never starts it)
+    parent = lp.spawn(
+        "lost-parent",
+        [SYNCFLOW, "sync", "run", "--category", "messages", "--instance", "lost-1", "--scale-out", "--no-metadata"],
+        env=lp.env(SYNCFLOW_CHILD_START_SECONDS="4"),
+    )
+
+    async def child_runs() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["instance"])), limit=50
+            )
+
+    def scheduled_child() -> Any:
+        with lp.client_settings():
+            runs = asyncio.run(child_runs())
+        return next((r for r in runs if r.parameters.get("instance") == "lost-1" and r.state.is_scheduled()), None)
+
+    child = wait_for(scheduled_child, what="the parent to create the instance run", timeout=120)
+
+    async def take(run_id: Any) -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(run_id, Pending(), force=True)
+
+    with lp.client_settings():
+        asyncio.run(take(child.id))
+    assert parent.wait(timeout=180) == 1  # the session failed: its one instance was lost
+    with session_scope(store) as s:
+        sid = s.scalar(select(SyncInstanceRecord.session_id).where(SyncInstanceRecord.instance_name == "lost-1"))
+    row = finished(store, sid)
+    (rec,) = records(store, sid)
+    assert row is not None and row.status == "failed" and rec.status == "failed" and rec.items_synced == 0
+    assert "instance run lost before it started" in rec.error_message
+    assert "its worker is gone" in rec.error_message
+
+    async def final_state_and_slots() -> tuple[Any, int]:
+        async with get_client() as client:
+            run = await client.read_flow_run(child.id)
+            limit = await client.read_global_concurrency_limit_by_name("tag:sync:messages")
+            return run.state, limit.active_slots
+
+    with lp.client_settings():
+        state, active = asyncio.run(final_state_and_slots())
+    assert state.is_crashed() and "without starting its sync" in state.message
+    assert active == 0  # the parent's slot for the lost run came back at once
+
+
 # ------------------------------------------------------------------------ cancellation
 
 
