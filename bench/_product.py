@@ -24,6 +24,12 @@ REFERENCE_SEQSERVER = "syncflow.testing.seqserver"
 """The project's reference seq server (``--source reference``: the old, capped baseline)."""
 MESSAGES_LIMIT = "tag:sync:messages"
 """The global concurrency limit a messages session takes its slots from."""
+WORK_POOL = "syncflow"
+"""The process work pool of ``prefect.yaml`` (``syncflow setup`` creates it)."""
+SWEEP_DEPLOYMENT = "sweep/every-5-minutes"
+"""The scheduled sweep (``syncflow sweep`` as a deployment)."""
+SWEPT_PREFIX = "worker lost:"
+"""How the error message of a record the sweep failed starts."""
 
 # Functions instrumented in the measured child (module, attribute or Class.method, span kind).
 ENGINE_SPANS: tuple[tuple[str, str, str], ...] = (
@@ -141,6 +147,27 @@ def setup_session_store(
         engine.dispose()
 
 
+def save_seq_blocks(blocks: list[str], *, base_url: str, token: str, batch_size: int) -> None:
+    """Save one http-seq connection block per name (needs PREFECT_API_URL)."""
+    for block in blocks:
+        save_seq_block(block, base_url=base_url, token=token, batch_size=batch_size)
+
+
+def setup_instances(url: str, *, names: list[str], blocks: list[str]) -> None:
+    """Fresh store over blocks saved beforehand: schema, one http-seq instance per name."""
+    migrate(url)
+    from syncflow.store import instances
+    from syncflow.store.db import make_engine, session_scope
+
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as s:
+            for name, block in zip(names, blocks, strict=True):
+                instances.add_instance(s, name=name, kind="http-seq", block_name=block)
+    finally:
+        engine.dispose()
+
+
 def sync_instance_argv(instance: str) -> list[str]:
     """``syncflow sync instance NAME``: what a user runs for one instance (metadata first)."""
     return ["sync", "instance", instance, "--quiet"]
@@ -152,6 +179,23 @@ def sync_session_argv(instances: list[str]) -> list[str]:
     for name in instances:
         argv += ["--instance", name]
     return argv
+
+
+def sync_all_argv(*, scale_out: bool = False) -> list[str]:
+    """``syncflow sync run --all``: one messages session over every enabled instance, without the
+    metadata phase; ``scale_out``: as a run of ``sync-session/manual-batch`` with ``scale_out``
+    true (each instance its own ``sync-instance/instance`` run), printing the run and session
+    ids as JSON and returning at once."""
+    argv = ["sync", "run", "--category", "messages", "--all", "--no-metadata", "--quiet"]
+    return ["--json", *argv, "--deployment", "--scale-out", "--no-wait"] if scale_out else argv
+
+
+def scale_out_argv(instances: list[str]) -> list[str]:
+    """The scale-out session of :func:`sync_all_argv` over ``instances`` only."""
+    argv = ["--json", "sync", "run", "--category", "messages", "--no-metadata", "--quiet"]
+    for name in instances:
+        argv += ["--instance", name]
+    return [*argv, "--deployment", "--scale-out", "--no-wait"]
 
 
 # ------------------------------------------------------------------ per-page A/B (bench.perpage)

@@ -280,3 +280,66 @@ def categories(report: dict[str, Any]) -> dict[str, int]:
             ),
         ),
     }
+
+
+# ----------------------------------------------------------------- processes not started by us
+
+
+REPORT_DIR_ENV = "SYNCFLOW_BENCH_APICOUNT_DIR"
+"""When set, :data:`SITECUSTOMIZE` makes every Python process of that environment count its
+Prefect calls and write them to ``<dir>/<pid>.json`` at exit."""
+
+SITECUSTOMIZE = f'''"""bench: count the Prefect API calls of every process of this environment (bench.apicount)."""
+import os
+
+if os.environ.get("{REPORT_DIR_ENV}"):
+    try:
+        from bench.apicount import report_at_exit
+
+        report_at_exit(os.environ["{REPORT_DIR_ENV}"])
+    except Exception:  # never break the process being measured
+        pass
+'''
+"""A ``sitecustomize.py`` for a directory put first on PYTHONPATH: a Prefect worker and the
+flow-run processes it spawns (which inherit its environment) each report their own calls."""
+
+
+def report_at_exit(out_dir: str) -> ApiCounter:
+    """Count this process's Prefect calls, events and API logs; at a normal exit write them,
+    with the process's argv, flow run (``PREFECT__FLOW_RUN_ID``), peak RSS and CPU, to
+    ``out_dir/<pid>.json``. A process killed by a signal writes nothing."""
+    import atexit
+    import json
+    import os
+    import resource
+    from pathlib import Path
+
+    counter = ApiCounter().install()
+    started = time.time()
+
+    def write() -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        peak = 0.0
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        doc = {
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            "flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID"),
+            "started_at": started,
+            "ended_at": time.time(),
+            "peak_rss_mb": peak,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            **counter.report(),
+        }
+        try:
+            Path(out_dir, f"{os.getpid()}.json").write_text(json.dumps(doc, default=str))
+        except OSError:
+            pass
+
+    atexit.register(write)
+    return counter

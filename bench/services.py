@@ -297,9 +297,11 @@ class PrefectServerProcess(_Process):
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self, timeout: float = 120.0, database_url: str | None = None) -> str:
+    def start(
+        self, timeout: float = 120.0, database_url: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> str:
         """Start it; ``database_url`` (``postgresql+asyncpg://...``): its own database there
-        instead of SQLite in PREFECT_HOME."""
+        instead of SQLite in PREFECT_HOME; ``extra_env``: more server settings."""
         self.port = free_port()
         env = {
             **os.environ,
@@ -310,6 +312,7 @@ class PrefectServerProcess(_Process):
         env.pop("PREFECT_API_URL", None)
         if database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+        env.update(extra_env or {})
         prefect = str(Path(sys.executable).with_name("prefect"))
         started = time.perf_counter()
         proc = self._spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], env)
@@ -365,27 +368,37 @@ class PgDatabases:
                 self.created.remove(name)
 
 
-def start_prefect(server: PrefectServerProcess, dbs: PgDatabases, db: str = "postgres") -> str:
+def start_prefect(
+    server: PrefectServerProcess, dbs: PgDatabases, db: str = "postgres", extra_env: dict[str, str] | None = None
+) -> str:
     """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg)."""
     if db != "postgres":
-        return server.start()
+        return server.start(extra_env=extra_env)
     url = make_url(dbs.create("prefect")).set(drivername="postgresql+asyncpg")
-    return server.start(timeout=180.0, database_url=url.render_as_string(hide_password=False))
+    return server.start(timeout=180.0, database_url=url.render_as_string(hide_password=False), extra_env=extra_env)
 
 
 class BenchEnv:
     """What a benchmark run owns: a work directory, a Prefect server (PostgreSQL-backed by
     default, own PREFECT_HOME) and the environment its children get. ``with BenchEnv(...) as env``
-    stops the server and drops its database at the end, also on errors."""
+    stops the server and drops its database at the end, also on errors. ``server_env``: more
+    settings for the server (e.g. its lease storage)."""
 
     def __init__(
-        self, *, admin_url: str, logs: Path | None, prefect_db: str = "postgres", progress: Any = None
+        self,
+        *,
+        admin_url: str,
+        logs: Path | None,
+        prefect_db: str = "postgres",
+        progress: Any = None,
+        server_env: dict[str, str] | None = None,
     ) -> None:
         import tempfile
         import uuid
 
         self.admin_url = admin_url
         self.prefect_db = prefect_db
+        self.server_env = dict(server_env or {})
         self.workdir = Path(tempfile.mkdtemp(prefix="syncflow-bench-"))
         self.logs = logs or self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -402,7 +415,7 @@ class BenchEnv:
         self.server.home.mkdir(parents=True, exist_ok=True)
         self.progress(f"starting a local Prefect server ({self.prefect_db}) ...")
         try:
-            api_url = start_prefect(self.server, self.dbs, self.prefect_db)
+            api_url = start_prefect(self.server, self.dbs, self.prefect_db, self.server_env)
         except BaseException:
             self.server.stop()
             self.dbs.drop_all()
