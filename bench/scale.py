@@ -110,9 +110,13 @@ class ScaleConfig:
     lease_seconds: int = 60
     sweep_every: float = 30.0
     stall_seconds: float = 180.0
+    child_start_seconds: float = 60.0
     admin_url: str = DEFAULT_ADMIN_URL
     seed: int = 11
     timeout: float = 7200.0
+
+
+_LOST_STARTING = "instance run lost before it started"  # the parent's reason (flows/session_sync.py)
 
 
 # ------------------------------------------------------------------ /proc: the workers' trees
@@ -595,6 +599,7 @@ class ScaleBench:
             "PYTHONPATH": os.pathsep.join([str(self.sitedir), store_env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             REPORT_DIR_ENV: str(count_dir),
             "PREFECT_WORKER_QUERY_SECONDS": f"{self.config.worker_query_seconds:g}",
+            "SYNCFLOW_CHILD_START_SECONDS": f"{self.config.child_start_seconds:g}",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "PREFECT_CLI_PROMPT": "false",
             "PYTHONUNBUFFERED": "1",
@@ -980,6 +985,8 @@ class ScaleBench:
             killed = set(d.get("killed_running_records") or []) - done  # a sync may finish as it is killed
             swept = {r["instance_name"] for r in first if (r["error_message"] or "").startswith(_product.SWEPT_PREFIX)}
             d["records_worker_lost"] = sorted(swept)
+            given_up = {r["instance_name"] for r in first if _LOST_STARTING in (r["error_message"] or "")}
+            d["records_lost_starting"] = sorted(given_up)  # failed by the parent (SYNCFLOW_CHILD_START_SECONDS)
             if "killed_worker" not in d:
                 p.append("no worker was killed (the session ended before --kill-at)")
             if d["session_status"] not in ("completed", "failed"):
@@ -992,7 +999,7 @@ class ScaleBench:
                     "killed worker's running records not closed 'worker lost' by the sweep: "
                     f"{sorted(killed - swept)[:5]}"
                 )
-            others = [r for r in first if r["status"] != "completed" and r["instance_name"] not in swept]
+            others = [r for r in first if r["status"] != "completed" and r["instance_name"] not in swept | given_up]
             if others:
                 r = others[0]
                 p.append(
@@ -1067,6 +1074,8 @@ def markdown(results: list[PartResult], config: ScaleConfig) -> str:
                 if first
                 else f"no record swept ({len(sweeps)} sweep run(s))"
             )
+            if d.get("records_lost_starting"):
+                recovery += f"; {len(d['records_lost_starting'])} run(s) lost while starting given up by the parent"
             if d.get("stalled"):
                 st = d["stalled"]
                 recovery += (
@@ -1176,6 +1185,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="no record closed for this long (after a sweep, when killed): the session stalled (default 180)",
     )
     parser.add_argument(
+        "--child-start-seconds",
+        type=float,
+        default=60.0,
+        help="SYNCFLOW_CHILD_START_SECONDS of the workers: a run taken but not started for this long is "
+        "given up by its session (product default 180; keep it below --stall-seconds)",
+    )
+    parser.add_argument(
         "--pg-admin-url",
         default=os.environ.get("SYNCFLOW_BENCH_PG_ADMIN_URL", DEFAULT_ADMIN_URL),
         help="server on which the run's databases are created and dropped",
@@ -1213,6 +1229,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_seconds=args.lease_seconds,
         sweep_every=args.sweep_every,
         stall_seconds=args.stall_seconds,
+        child_start_seconds=args.child_start_seconds,
         admin_url=args.pg_admin_url,
         timeout=args.timeout,
     )
