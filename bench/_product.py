@@ -132,19 +132,8 @@ def setup_session_store(
     url: str, *, names: list[str], blocks: list[str], seq_url: str, token: str, batch_size: int
 ) -> None:
     """Fresh store for the session benchmark: schema, one block and one instance per name."""
-    migrate(url)
-    for block in blocks:
-        save_seq_block(block, base_url=seq_url, token=token, batch_size=batch_size)
-    from syncflow.store import instances
-    from syncflow.store.db import make_engine, session_scope
-
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as s:
-            for name, block in zip(names, blocks, strict=True):
-                instances.add_instance(s, name=name, kind="http-seq", block_name=block)
-    finally:
-        engine.dispose()
+    save_seq_blocks(blocks, base_url=seq_url, token=token, batch_size=batch_size)
+    setup_instances(url, names=names, blocks=blocks)
 
 
 def save_seq_blocks(blocks: list[str], *, base_url: str, token: str, batch_size: int) -> None:

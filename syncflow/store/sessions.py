@@ -344,7 +344,8 @@ def get_record(session: Session, *, record_id: int) -> SyncInstanceRecord:
     return rec
 
 
-def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[SyncSession, SyncInstanceRecord]:
+def _lock_record(session: Session, record_id: int) -> tuple[SyncSession, SyncInstanceRecord]:
+    """Lock the record's session row, then the record (the order every transition takes)."""
     row = _lock_session(session, get_record(session, record_id=record_id).session_id)
     rec = session.scalar(
         select(SyncInstanceRecord)
@@ -353,6 +354,11 @@ def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[Syn
         .execution_options(populate_existing=True)
     )
     assert rec is not None
+    return row, rec
+
+
+def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[SyncSession, SyncInstanceRecord]:
+    row, rec = _lock_record(session, record_id)
     if row.status != SessionStatus.RUNNING:
         raise IllegalTransitionError(
             f"cannot mark record {record_id} ({rec.instance_name}) {to}: session {row.session_id} is {row.status}"
@@ -414,14 +420,8 @@ def fail_pending_record(session: Session, *, record_id: int, error_message: str)
     """Fail the record only while it is still ``pending`` and its session runs (its instance run
     was lost before it started); False otherwise. Locks like every transition (session row,
     then record), so a run that opens the record at the same moment is never failed."""
-    row = _lock_session(session, get_record(session, record_id=record_id).session_id)
-    rec = session.scalar(
-        select(SyncInstanceRecord)
-        .where(SyncInstanceRecord.id == record_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if rec is None or rec.status != RecordStatus.PENDING or row.status != SessionStatus.RUNNING:
+    row, rec = _lock_record(session, record_id)
+    if rec.status != RecordStatus.PENDING or row.status != SessionStatus.RUNNING:
         return False
     fail_instance_sync(session, record_id=record_id, error_message=error_message)
     return True

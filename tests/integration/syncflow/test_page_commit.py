@@ -5,7 +5,6 @@ store: same rows, same counts, same cursor, same record, and the same refusals."
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy import Engine, select, update
 
 from syncflow.errors import NotFoundError
 from syncflow.store import instances, messages, page_commit, sessions, sync_state
-from syncflow.store.db import make_engine, session_scope
+from syncflow.store.db import session_scope
 from syncflow.store.models import Message, SyncConfigItem, SyncInstanceRecord, SyncSession
 from syncflow.store.sessions import ItemCounts
 
@@ -22,14 +21,14 @@ OWNER = "run:page-commit-test"
 
 
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[Engine]:
-    from tests.conftest import _wipe
+def store_url(pg_url: str) -> str:
+    """PostgreSQL only: conftest's ``engine`` (wiped before and after) then runs on it."""
+    return pg_url
 
-    eng = make_engine(pg_url)
-    _wipe(eng)
-    yield eng
-    _wipe(eng)
-    eng.dispose()
+
+@pytest.fixture
+def pg(engine: Engine) -> Engine:
+    return engine
 
 
 def _open(engine: Engine, name: str) -> dict[str, Any]:
