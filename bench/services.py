@@ -412,6 +412,18 @@ class BenchEnv:
 
     def __enter__(self) -> Self:
         repo = Path(__file__).resolve().parent.parent
+        pythonpath = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+        # what the children import, byte-compiled as an installed package is (see _product)
+        code = "from bench import _product; print(' '.join(_product.compile_bytecode()))"
+        compiled = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONPATH": pythonpath},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout.split()
+        self.progress(f"byte-compiled the product where the children import it: {' '.join(compiled)}")
         self.server.home.mkdir(parents=True, exist_ok=True)
         self.progress(f"starting a local Prefect server ({self.prefect_db}) ...")
         try:
@@ -432,7 +444,7 @@ class BenchEnv:
             PREFECT_API_URL=api_url,
             PREFECT_HOME=str(self.server.home),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PYTHONPATH=os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p),
+            PYTHONPATH=pythonpath,
         )
         self.child_env = env
         return self

@@ -12,13 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect.artifacts import (
-    acreate_markdown_artifact,
-    acreate_progress_artifact,
-    acreate_table_artifact,
-    aupdate_progress_artifact,
-)
-
 from syncflow import book, names
 from syncflow.book import PlannedSession
 from syncflow.engine import InstanceRun, Stored
@@ -31,13 +24,15 @@ from syncflow.reports.sessions import (
     unit_of,
 )
 from syncflow.schemas import SessionDetailView, measure_progress
+from tasks import prefect_api as pf
 
 log = logging.getLogger(__name__)
 
 
 async def create_progress(plan: PlannedSession) -> Any:
-    return await acreate_progress_artifact(
-        progress=0.0,
+    return await pf.create_artifact(
+        "progress",
+        0.0,
         key=names.progress_artifact_key(plan.session_id),
         description=f"session {plan.session_id} ({plan.category}): instances done / {len(plan.records)}",
     )
@@ -90,8 +85,8 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
                     log.warning("could not read session %s for its progress description", session_id, exc_info=True)
             for attempt in range(2 if last else 1):  # the final state is worth a second try
                 try:
-                    await aupdate_progress_artifact(
-                        artifact_id, progress=100.0 * done / total if total else 100.0, description=description
+                    await pf.update_progress_artifact(
+                        artifact_id, 100.0 * done / total if total else 100.0, description=description
                     )
                     break
                 except Exception:  # progress is cosmetic
@@ -106,11 +101,17 @@ async def update_progress(artifact_id: Any, done: int, total: int, session_id: s
 async def publish_artifacts(view: SessionDetailView) -> None:
     """The session's markdown summary and a table of its records (Prefect UI, Artifacts)."""
     sid = view.session_id
-    await acreate_markdown_artifact(
-        summary_markdown(view), key=names.summary_artifact_key(sid), description=f"session {sid}: {view.status}"
+    await pf.create_artifact(
+        "markdown",
+        summary_markdown(view),
+        key=names.summary_artifact_key(sid),
+        description=f"session {sid}: {view.status}",
     )
-    await acreate_table_artifact(
-        records_table(view), key=names.records_artifact_key(sid), description=f"session {sid}: instance records"
+    await pf.create_artifact(
+        "table",
+        records_table(view),
+        key=names.records_artifact_key(sid),
+        description=f"session {sid}: instance records",
     )
 
 
@@ -132,9 +133,9 @@ async def show_progress(
     p = measure_progress(done=done, remaining=remaining, batches=batches, elapsed=elapsed)
     description = f"{run.category} of {run.instance_name}: {progress_text(p, done, unit_of(run.category))}"
     if artifact_id is None:
-        artifact_id = await acreate_progress_artifact(progress=0.0, description=description)
+        artifact_id = await pf.create_artifact("progress", 0.0, description=description)
     percent = p.percent if p.percent is not None else (100.0 if remaining == 0 else 0.0)
-    await aupdate_progress_artifact(artifact_id, progress=percent, description=description)
+    await pf.update_progress_artifact(artifact_id, percent, description=description)
     return artifact_id
 
 
@@ -143,8 +144,9 @@ async def publish_changes(run: InstanceRun, stored: Stored) -> None:
     versions line up in the UI; nothing when nothing changed."""
     if not stored.changes_total:
         return
-    await acreate_markdown_artifact(
-        markdown=changes_markdown(run.category, run.instance_name, run.session_id, stored),
+    await pf.create_artifact(
+        "markdown",
+        changes_markdown(run.category, run.instance_name, run.session_id, stored),
         key=changes_key(run.category, run.instance_name, run.instance_id),
         description=f"{run.category} changes of {run.instance_name}",
     )

@@ -1,16 +1,17 @@
 """The one seam between syncflow and Prefect's client and APIs.
 
 Every call to Prefect's API client, to ``run_deployment``, to global concurrency limits, work
-pools, runner deployments and ``serve`` is here; the rest of syncflow uses only ``@flow`` /
-``@task``, ``get_run_logger``, ``prefect.runtime`` and (in tasks) the artifact functions.
-Callers: ``flows/session_sync.py`` (limits, slots, scale-out children), ``tasks/session_control.py``
-(the parent's cancellation watcher), ``deployments/`` (setup, trigger, runner), the CLI
+pools, artifacts, runner deployments and ``serve`` is here; the rest of syncflow uses only
+``@flow`` / ``@task``, ``get_run_logger`` and ``prefect.runtime``.
+Callers: ``flows/session_sync.py`` (limits, slots, scale-out children), ``tasks/artifacts.py``,
+``tasks/session_control.py`` (the parent's cancellation watcher), ``deployments/`` (setup, trigger, runner), the CLI
 (``syncflow sync --deployment``, ``sessions cancel``, ``setup``, ``runner``, ``demo``) and the
 console API (through ``syncflow.api._prefect``).
 
 Helpers the CLI and the API call are plain coroutines; those bounded by a ``timeout`` turn
-every failure into :class:`syncflow.errors.PrefectUnavailable` (the API answers 502). What runs
-inside the session flow as its own step is a ``@task``.
+every failure into :class:`syncflow.errors.PrefectUnavailable` (the API answers 502). What the
+session flow shows as a step of its own (marking lost runs Crashed) is a ``@task``; its
+bookkeeping (the limit, slots, artifacts) are plain coroutines: a task run costs events.
 """
 
 from __future__ import annotations
@@ -287,10 +288,11 @@ async def read_limit(category: str) -> int:
         return int((await client.read_global_concurrency_limit_by_name(names.limit_name(category))).limit)
 
 
-@task(name="ensure-concurrency-limit", cache_policy=NO_CACHE)
 async def ensure_concurrency_limit(category: str, default: int) -> dict[str, Any]:
     """Create ``tag:sync:<category>`` with ``default`` slots when missing (an existing limit
     keeps its value: change it with ``prefect gcl update tag:sync:<category> --limit N``).
+    A plain coroutine of the session flow, not a task run: its outcome is in the flow's log
+    (the limit, slots reset), and a task run costs three events and its engine's start.
 
     Stale slots: Prefect's ephemeral server never frees the slot of a killed holder. When the
     limit shows active slots while the store shows no live sync of the category (no unexpired
@@ -398,6 +400,64 @@ def _paused(category: str) -> bool:
     except Exception:  # an unmigrated store or a bad name must not block syncs
         log.warning("could not read the pause flag of %r: not waiting", category, exc_info=True)
         return False
+
+
+# ------------------------------------------------------------------ artifacts
+
+
+async def create_artifact(kind: str, data: Any, *, key: str | None = None, description: str | None = None) -> Any:
+    """An artifact of the current flow (or task) run: ``kind`` ``markdown`` (``data`` a str),
+    ``table`` (a list of row dicts, NaN shown empty) or ``progress`` (a percentage, clamped to
+    0-100); returns its id. What ``prefect.artifacts`` does, without importing it: that module
+    builds ~25 pydantic models at import (~0.1-0.15 s of every sync process's start)."""
+    import json
+    import math
+
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.utilities.context import get_task_and_flow_run_ids
+
+    if kind == "table":
+
+        def clean(v: Any) -> Any:
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        data = json.dumps(clean(data))
+    elif kind == "progress":
+        data = _percent(data)
+    task_run_id, flow_run_id = get_task_and_flow_run_ids()
+    async with _client() as client:
+        made = await client.create_artifact(
+            artifact=ArtifactCreate(
+                type=kind,
+                key=key,
+                description=description,
+                data=data,
+                flow_run_id=flow_run_id,
+                task_run_id=task_run_id,
+            )
+        )
+    return made.id
+
+
+async def update_progress_artifact(artifact_id: Any, progress: float, *, description: str | None = None) -> None:
+    """Set a progress artifact's percentage (clamped to 0-100) and, when given, its description."""
+    from prefect.client.schemas.actions import ArtifactUpdate
+
+    update = (  # an unset description keeps the one shown
+        ArtifactUpdate(data=_percent(progress))
+        if description is None
+        else ArtifactUpdate(data=_percent(progress), description=description)
+    )
+    async with _client() as client:
+        await client.update_artifact(artifact_id=artifact_id, artifact=update)
+
+
+def _percent(value: float) -> float:
+    return max(0.0, min(100.0, float(value)))
 
 
 @asynccontextmanager
@@ -957,6 +1017,7 @@ __all__ = [
     "category_deployments",
     "clear_queued",
     "crash_dead_runs",
+    "create_artifact",
     "deployment_parameters",
     "deployment_pool",
     "deployments_on_work_pool",
@@ -979,5 +1040,6 @@ __all__ = [
     "runner_deployment",
     "serve",
     "start_run",
+    "update_progress_artifact",
     "work_pool_status",
 ]

@@ -220,7 +220,7 @@ def test_live_slots_are_not_reset_while_a_sync_holds_a_lease(
                 lock_expires_at=utcnow() + dt.timedelta(seconds=60),
             )
         )
-    out = asyncio.run(ensure_concurrency_limit.fn("messages", 3))
+    out = asyncio.run(ensure_concurrency_limit("messages", 3))
     assert out["reset_slots"] == 0
     assert asyncio.run(_read_limit("messages")).active_slots == 2
     set_limit("messages", 3)
@@ -567,6 +567,40 @@ def test_session_artifacts_summary_table_and_progress(wiring: Any, seq_server: S
     progress = arts[f"{key}-progress"]
     assert progress.type == "progress" and float(progress.data) == 100.0
     assert progress.description == f"session {sid} (messages): 2/2 instances done; 300 msgs"
+
+
+def test_artifacts_belong_to_the_run_that_publishes_them_tables_without_nan_progress_clamped() -> None:
+    """``tasks.prefect_api.create_artifact`` (what ``prefect.artifacts`` did, without its import):
+    the artifact is the calling flow run's, a table's NaN shows empty, a progress stays in 0-100,
+    and an update without a description keeps the one shown."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.runtime import flow_run
+
+    from tasks import prefect_api as pf
+
+    @flow(name="artifact-probe")
+    async def probe() -> str:
+        await pf.create_artifact("table", [{"a": float("nan"), "b": [1.5, float("nan")]}], key="probe-table")
+        progress = await pf.create_artifact("progress", 250.0, description="first")
+        await pf.update_progress_artifact(progress, -5.0)
+        return str(flow_run.id)
+
+    async def read(run_id: str) -> dict[str, Any]:
+        async with get_client() as client:
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+            )
+            return {a.type: a for a in arts}
+
+    arts = asyncio.run(read(asyncio.run(probe())))
+    assert set(arts) == {"table", "progress"}
+    import json
+
+    assert arts["table"].key == "probe-table"
+    assert json.loads(arts["table"].data) == [{"a": None, "b": [1.5, None]}]
+    assert float(arts["progress"].data) == 0.0 and arts["progress"].description == "first"
 
 
 def test_a_long_instance_sync_shows_done_expected_rate_and_eta(
