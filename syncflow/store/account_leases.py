@@ -103,7 +103,7 @@ def holders(session: Session, *, account: str) -> list[Holder]:
         .where(AccountLease.account == account, AccountLease.owner.is_not(None))
         .order_by(AccountLease.slot)
     )
-    return [Holder(slot, owner, exp) for slot, owner, exp in rows if exp is None or exp >= now]
+    return [Holder(slot, owner, exp) for slot, owner, exp in rows if owner is not None and (exp is None or exp >= now)]
 
 
 __all__ = ["Holder", "holders", "release", "renew", "try_acquire"]

@@ -866,7 +866,7 @@ def get_statistics(session: Session, *, since: dt.datetime | None = None) -> Sta
     spans = session.execute(
         select(SyncSession.started_at, SyncSession.completed_at).where(*conds, SyncSession.completed_at.is_not(None))
     ).all()
-    durations = sorted((c - s).total_seconds() for s, c in spans)
+    durations = sorted((c - s).total_seconds() for s, c in spans if s is not None and c is not None)
     stats.duration_seconds = {
         "avg": round(sum(durations) / len(durations), 3) if durations else None,
         "p50": _percentile(durations, 50),

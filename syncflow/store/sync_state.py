@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, Select, and_, case, or_, select, update
+from sqlalchemy import Insert, and_, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -53,7 +53,7 @@ def ensure_item(session: Session, *, instance_id: int, category: str) -> None:
     elif dialect == "sqlite":
         stmt = sqlite_insert(SyncConfigItem).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - other backends: check, then insert
-        if session.scalar(_item_query(instance_id, cat)) is not None:
+        if _item(session, instance_id, cat) is not None:
             return
         session.add(SyncConfigItem(**values))
         session.flush()
@@ -61,13 +61,23 @@ def ensure_item(session: Session, *, instance_id: int, category: str) -> None:
     session.execute(stmt)
 
 
-def _item_query(instance_id: int, category: str) -> Select[tuple[SyncConfigItem]]:
-    return select(SyncConfigItem).where(SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category)
+def _item(
+    session: Session, instance_id: int, category: str, *, lock: bool = False, fresh: bool = False
+) -> SyncConfigItem | None:
+    """The (instance, category) state row; ``lock``: FOR UPDATE; ``fresh``: re-read over the
+    session's identity map. (The statement's type is left to inference: SQLAlchemy 2.0 and 2.1
+    spell ``Select``'s parameters differently.)"""
+    stmt = select(SyncConfigItem).where(SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category)
+    if lock:
+        stmt = stmt.with_for_update()
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    return session.scalar(stmt)
 
 
 def get_state(session: Session, *, instance_id: int, category: str) -> SyncState:
     ensure_item(session, instance_id=instance_id, category=category)
-    item = session.scalar(_item_query(instance_id, category).execution_options(populate_existing=True))
+    item = _item(session, instance_id, category, fresh=True)
     assert item is not None
     return SyncState(
         instance_id=instance_id,
@@ -181,7 +191,7 @@ def reset_cursor(session: Session, *, instance_id: int, category: str, owner: st
 
 
 def bump_metadata_version(session: Session, *, instance_id: int, category: str) -> int:
-    item = session.scalar(_item_query(instance_id, category).with_for_update())
+    item = _item(session, instance_id, category, lock=True)
     assert item is not None
     item.metadata_version += 1
     session.flush()
@@ -224,7 +234,7 @@ def release_lock(
 def merge_options(session: Session, *, instance_id: int, category: str, values: dict[str, Any]) -> None:
     """Merge ``values`` into the (instance, category) state's ``options`` (e.g. the adaptive
     page size reached), keeping its other keys."""
-    item = session.scalar(_item_query(instance_id, category))
+    item = _item(session, instance_id, category)
     if item is None:
         return
     item.options = {**(item.options or {}), **values}
