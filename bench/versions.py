@@ -1,7 +1,7 @@
 """Two Prefect versions in one sitting: ``python -m bench`` under each interpreter, alternated.
 
-    bash bench/venv39.sh                                      # .venv39: Prefect 3.9.1 + SQLAlchemy 2.1
-    python -m bench.versions --python .venv/bin/python --python .venv39/bin/python --rounds 3 -- \\
+    bash bench/venv388.sh                                     # .venv388: Prefect 3.8.8 + SQLAlchemy 2.0
+    python -m bench.versions --python .venv388/bin/python --python .venv/bin/python --rounds 3 -- \\
         --sizes 100000 --variants raw,syncflow
 
 Each round runs ``<python> -m bench <args> --out DIR/<label>-<round>.json`` for every interpreter in

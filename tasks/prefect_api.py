@@ -474,7 +474,7 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     """
     # Private on purpose, and only here: ``prefect.concurrency.asyncio.concurrency`` raises
     # this class for a full limit when ``max_retries=0`` and Prefect exports it nowhere else
-    # (3.8.8). Re-check it when Prefect moves.
+    # (3.8.8, 3.9.1). Re-check it when Prefect moves.
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
     from prefect.concurrency.asyncio import concurrency
 
