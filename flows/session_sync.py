@@ -118,7 +118,7 @@ async def sync_session(
         try:
             if i:
                 await turns[i - 1].wait()
-            async with pf.hold_slot(names.limit_name(category)):  # concurrency(..., strict=True)
+            async with pf.hold_slot(names.limit_name(category)):  # a leased slot, as concurrency(strict=True)
                 turns[i].set()
                 if cancelled:
                     return None

@@ -54,7 +54,7 @@ class PlannedSession:
 def _planned(s: Session, row: SyncSession) -> PlannedSession:
     recs = sessions_.records_in_order(s, session_id=row.session_id)
     ids = {r.instance_id for r in recs}
-    kinds = dict(s.execute(select(Instance.id, Instance.kind).where(Instance.id.in_(ids))).tuples().all())
+    kinds = {iid: kind for iid, kind in s.execute(select(Instance.id, Instance.kind).where(Instance.id.in_(ids)))}
     return PlannedSession(
         session_id=row.session_id,
         category=row.sync_category,

@@ -34,6 +34,11 @@ class PrefectUnavailable(SyncflowError):
     """The Prefect API could not be reached, did not answer in time, or refused a request."""
 
 
+class SlotError(SyncflowError):
+    """A slot of a Prefect concurrency limit could not be taken (the limit is missing or refuses
+    one) or kept (its lease could not be renewed: the holder stops, so the cap is not exceeded)."""
+
+
 class DeploymentMissing(SyncflowError):
     """The deployment to run does not exist on the Prefect API (``prefect deploy --all`` first)."""
 
@@ -98,6 +103,7 @@ __all__ = [
     "PrefectUnavailable",
     "ProtocolError",
     "RateLimitedError",
+    "SlotError",
     "SyncError",
     "SyncflowError",
     "TransientSyncError",

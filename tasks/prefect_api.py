@@ -17,6 +17,7 @@ bookkeeping (the limit, slots, artifacts) are plain coroutines: a task run costs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -31,7 +32,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from syncflow import book, names
-from syncflow.errors import NotFoundError, PrefectUnavailable, SyncflowError
+from syncflow.errors import NotFoundError, PrefectUnavailable, SlotError, SyncflowError
 
 log = logging.getLogger(__name__)
 
@@ -347,30 +348,6 @@ async def ensure_work_pool(name: str = names.WORK_POOL) -> bool:
 # ----------------------------------------------------------------- holding a slot
 
 
-def _locked(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    return getattr(response, "status_code", None) == 423
-
-
-class _No423Noise(logging.Filter):
-    """Prefect's slot service logs an ERROR traceback for every 423 "limit full" answer when
-    ``max_retries=0``; for :func:`hold_slot` that answer is the normal "wait", not an error."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        item = args[-1] if args else None
-        future = item[-1] if isinstance(item, tuple) and item else None
-        try:
-            exc = future.exception(timeout=0) if future is not None and future.done() else None
-        except Exception:
-            return True
-        return getattr(getattr(exc, "response", None), "status_code", None) != 423
-
-
-_NOISE_FILTER = _No423Noise()
-
-
 # The lease of a held slot: Prefect renews it while the holder lives; when the holder dies
 # (SIGKILL, lost machine) a Prefect server frees the slot this long after the last renewal.
 # 60 s is the server's minimum (Prefect's default is 300 s).
@@ -462,26 +439,24 @@ def _percent(value: float) -> float:
 
 @asynccontextmanager
 async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[None]:
-    """Hold one slot of the global concurrency limit ``name`` for the body:
-    ``concurrency(name, occupy=1, strict=True)`` (a missing limit is an error, not a silent
-    "no cap"), asked again every ~``poll_seconds`` while the limit is full.
+    """Hold one slot of the global concurrency limit ``name`` for the body — what
+    ``concurrency(name, occupy=1, strict=True)`` does (a missing limit is a :class:`SlotError`,
+    not a silent "no cap"; the slot is a lease of :data:`SLOT_LEASE_SECONDS`, renewed while held,
+    so a killed holder's slot frees itself on a running server), asked again every
+    ~``poll_seconds`` while the limit is full.
 
-    Prefect's own wait sleeps the server's Retry-After, up to 10-30 s even when a slot frees
-    at once (PrefectHQ/prefect#23183); one attempt at a time (``max_retries=0``) with our
-    short poll hands a freed slot over in about a second — at once when the slot comes back
-    from a holder in this process (the usual case: a session's own instance syncs). The slot is a lease renewed by
-    Prefect while held; a waiter cancelled mid-request gives back a slot granted too late.
+    Done here with the caller's own Prefect client rather than by ``concurrency()``, which per
+    hold opens a second client in a renewal thread (an SSL context, ~20 ms of CPU), renews the
+    lease it has just been given, and waits on a full limit for the server's Retry-After, up to
+    10-30 s even when a slot frees at once (PrefectHQ/prefect#23183). Here a freed slot is handed
+    over in about a second — at once when it comes back from a holder in this process (the usual
+    case: a session's own instance syncs) — and the lease is renewed every half lease from the
+    caller's event loop (the syncs themselves run in threads). When the renewal fails for good
+    (the server lost the lease: 410, or three failed attempts) the body is cancelled and
+    :class:`SlotError` raised, as ``strict=True`` does. A waiter cancelled mid-request gives back
+    a slot granted too late. The ``prefect.concurrency-limit.acquired`` / ``released`` events are
+    emitted as Prefect's own holders emit them.
     """
-    # Private on purpose, and only here: ``prefect.concurrency.asyncio.concurrency`` raises
-    # this class for a full limit when ``max_retries=0`` and Prefect exports it nowhere else
-    # (3.8.8, 3.9.1). Re-check it when Prefect moves.
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.asyncio import concurrency
-
-    noisy = logging.getLogger("prefect._internal.concurrency")
-    if _NOISE_FILTER not in noisy.filters:
-        noisy.addFilter(_NOISE_FILTER)
-
     # A category paused by the queue admin (POST /api/admin/sync-queue/{category}/pause)
     # starts no new sync: wait here, before taking a slot, until it is resumed.
     category = names.limit_category(name)
@@ -491,34 +466,152 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     # round trip per instance instead of one per request.
     told = False
     read_at: float | None = None
-    while True:
-        if read_at is None or time.monotonic() - read_at >= PAUSE_READ_EVERY:
-            while await asyncio.to_thread(_paused, category):
-                if not told:
-                    log.info("category %s is paused (queue admin): waiting for resume", category)
-                    told = True
-                await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
-            read_at = time.monotonic()
-        entered = False
+    async with _client() as client:
+        while True:
+            if read_at is None or time.monotonic() - read_at >= PAUSE_READ_EVERY:
+                while await asyncio.to_thread(_paused, category):
+                    if not told:
+                        log.info("category %s is paused (queue admin): waiting for resume", category)
+                        told = True
+                    await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
+                read_at = time.monotonic()
+            granted = await _take_slot(client, name)
+            if granted is not None:
+                break
+            event = _released(name)
+            try:  # until a slot of this process comes back, or the poll interval (other processes)
+                await asyncio.wait_for(event.wait(), poll_seconds * random.uniform(0.8, 1.2))
+            except TimeoutError:
+                pass
+            if event.is_set():
+                _RELEASED[asyncio.get_running_loop()].pop(name, None)
+
+        lease_id, limits = granted
+        acquired = _slot_events("acquired", limits)
+        holder = asyncio.current_task()
+        lost: list[str] = []
+        keeper = asyncio.create_task(_keep_lease(client, name, lease_id, holder, lost))
         try:
-            try:
-                async with concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=SLOT_LEASE_SECONDS):
-                    entered = True
-                    yield
-            finally:
-                if entered:  # the slot is back: a waiter of this process asks again now
-                    _released(name).set()
-            return
-        except ConcurrencySlotAcquisitionError as exc:
-            if entered or not _locked(exc):
+            yield
+        except asyncio.CancelledError:
+            if not lost or holder is None:
                 raise
-        event = _released(name)
-        try:  # until a slot of this process comes back, or the poll interval (other processes)
-            await asyncio.wait_for(event.wait(), poll_seconds * random.uniform(0.8, 1.2))
-        except TimeoutError:
-            pass
-        if event.is_set():
-            _RELEASED[asyncio.get_running_loop()].pop(name, None)
+            holder.uncancel()  # our own cancellation: say why instead
+            raise SlotError(
+                f"{name}: the slot's lease could not be renewed ({lost[0]}); the sync was stopped so the limit "
+                "is not exceeded"
+            ) from None
+        else:
+            if lost and holder is not None:  # the body swallowed our cancellation
+                holder.uncancel()
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            # shielded: a holder cancelled now still gives its slot back
+            await asyncio.shield(_give_back(client, name, lease_id))
+            _released(name).set()  # the slot is back: a waiter of this process asks again now
+            _slot_events("released", limits, acquired)
+
+
+RENEW_EVERY = 0.5
+"""Share of :data:`SLOT_LEASE_SECONDS` between two renewals of a held slot's lease."""
+
+
+async def _take_slot(client: Any, name: str) -> tuple[Any, list[dict[str, Any]]] | None:
+    """One request for a slot of ``name``: (lease id, the limits it counts against), or None
+    while the limit is full (423). Cancelled mid-request, a slot granted anyway is given back."""
+    import httpx
+
+    async def ask() -> tuple[Any, list[dict[str, Any]]] | None:
+        try:
+            response = await client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 423:
+                return None
+            detail = " ".join(exc.response.text.split())[:200]
+            raise SlotError(f"{name}: Prefect refused a slot: {exc.response.status_code} {detail}") from None
+        body = response.json()
+        if not body.get("limits"):
+            raise SlotError(
+                f"concurrency limit {name} does not exist: a session creates it "
+                f"(or: prefect gcl create {name} --limit N)"
+            )
+        return body["lease_id"], body["limits"]
+
+    attempt = asyncio.ensure_future(ask())
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        # the request may still be granted: wait for its answer (the client is still open) and
+        # give a granted slot back; cancelled again meanwhile, the lease frees it in time
+        with contextlib.suppress(BaseException):
+            granted = await asyncio.shield(attempt)
+            if granted is not None:
+                await _give_back(client, name, granted[0])
+        raise
+
+
+async def _give_back(client: Any, name: str, lease_id: Any) -> None:
+    try:
+        await client.release_concurrency_slots_with_lease(lease_id=lease_id)
+    except Exception as exc:  # the lease runs out by itself (SLOT_LEASE_SECONDS)
+        log.warning("%s: could not give a slot back (%s); it frees itself when its lease ends", name, exc)
+
+
+async def _keep_lease(client: Any, name: str, lease_id: Any, holder: asyncio.Task[Any] | None, lost: list[str]) -> None:
+    """Renew the lease every ``RENEW_EVERY`` of it; when that fails for good, note why in ``lost``
+    and cancel ``holder`` (the body of :func:`hold_slot`)."""
+    import httpx
+
+    while True:
+        await asyncio.sleep(SLOT_LEASE_SECONDS * RENEW_EVERY)
+        for attempt in range(3):
+            try:
+                await client.renew_concurrency_lease(lease_id=lease_id, lease_duration=SLOT_LEASE_SECONDS)
+                break
+            except Exception as exc:
+                gone = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 410
+                if gone or attempt == 2:
+                    why = "the server no longer has it" if gone else f"{type(exc).__name__}: {exc}"[:200]
+                    log.error("%s: could not renew the slot's lease (%s): stopping its holder", name, why)
+                    lost.append(why)
+                    if holder is not None:
+                        holder.cancel()
+                    return
+                log.warning("%s: renewing the slot's lease failed (%s); trying again", name, exc)
+                await asyncio.sleep(2**attempt * random.uniform(0.8, 1.2))
+
+
+def _slot_events(phase: str, limits: list[dict[str, Any]], follows: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``prefect.concurrency-limit.<phase>`` for each limit, as Prefect's own holders emit them
+    (related to the current flow or task run)."""
+    from prefect.events import RelatedResource, emit_event
+
+    emitted: dict[str, Any] = {}
+    for limit in limits:
+        emitted[limit["id"]] = emit_event(
+            f"prefect.concurrency-limit.{phase}",
+            resource={
+                "prefect.resource.id": f"prefect.concurrency-limit.{limit['id']}",
+                "prefect.resource.name": str(limit["name"]),
+                "slots-acquired": "1",
+                "limit": str(limit["limit"]),
+            },
+            related=[
+                RelatedResource.model_validate(
+                    {
+                        "prefect.resource.id": f"prefect.concurrency-limit.{other['id']}",
+                        "prefect.resource.role": "concurrency-limit",
+                    }
+                )
+                for other in limits
+                if other["id"] != limit["id"]
+            ],
+            follows=(follows or {}).get(limit["id"]),
+        )
+    return emitted
 
 
 # ------------------------------------------------------------- starting and following

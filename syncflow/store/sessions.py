@@ -247,15 +247,14 @@ def records_in_order(session: Session, *, session_id: str) -> list[SyncInstanceR
 
 def _recount(session: Session, row: SyncSession) -> None:
     """Recompute the session's totals from its records; finish it when all are terminal."""
-    counts: dict[str, int] = dict(
-        session.execute(
+    counts: dict[str, int] = {
+        status: n
+        for status, n in session.execute(
             select(SyncInstanceRecord.status, func.count())
             .where(SyncInstanceRecord.session_id == row.session_id)
             .group_by(SyncInstanceRecord.status)
         )
-        .tuples()
-        .all()
-    )
+    }
     row.total_instances = sum(counts.values())
     row.successful_instances = counts.get(RecordStatus.COMPLETED, 0)
     row.failed_instances = counts.get(RecordStatus.FAILED, 0)

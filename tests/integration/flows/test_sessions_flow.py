@@ -226,6 +226,105 @@ def test_live_slots_are_not_reset_while_a_sync_holds_a_lease(
     set_limit("messages", 3)
 
 
+def test_a_held_slot_is_renewed_and_a_lost_lease_stops_its_holder_with_a_clear_error(
+    wiring: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hold_slot`` renews its lease while the body runs; when the server no longer has it
+    (revoked, or lost with a restart of in-memory lease storage) the body is cancelled and the
+    error names the limit, as ``concurrency(strict=True)`` does; the slot count is back to 0."""
+    from prefect.client.orchestration import PrefectClient, get_client
+
+    from syncflow.errors import SlotError
+    from tasks import prefect_api as pf
+
+    set_limit("messages", 3)
+    monkeypatch.setattr(pf, "RENEW_EVERY", 0.01)  # every 0.6 s instead of every 30 s
+    renewals: list[int] = []
+    real_renew = PrefectClient.renew_concurrency_lease
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        response = await real_renew(self, *args, **kwargs)
+        renewals.append(response.status_code)
+        return response
+
+    monkeypatch.setattr(PrefectClient, "renew_concurrency_lease", counted)
+    leases: list[Any] = []
+    real_take = pf._take_slot
+
+    async def take(client: Any, name: str) -> Any:
+        got = await real_take(client, name)
+        leases.append(got[0] if got else None)
+        return got
+
+    monkeypatch.setattr(pf, "_take_slot", take)
+    seen: dict[str, Any] = {}
+
+    async def hold() -> None:
+        async with pf.hold_slot("tag:sync:messages"):
+            seen["held"] = (await _read_limit("messages")).active_slots
+            while len(renewals) < 2:
+                await asyncio.sleep(0.1)
+            async with get_client() as client:  # the server forgets the lease
+                await client.release_concurrency_slots_with_lease(lease_id=leases[0])
+            await asyncio.sleep(3600)  # stopped by the failed renewal, not run out
+            seen["ran out"] = True
+
+    with pytest.raises(SlotError, match=r"^tag:sync:messages: the slot's lease could not be renewed \(the server no"):
+        asyncio.run(hold())
+    assert seen == {"held": 1}
+    assert len(renewals) >= 2 and set(renewals) == {204}  # renewed while held (410s raise, not counted)
+    assert asyncio.run(_read_limit("messages")).active_slots == 0
+
+
+def test_a_waiter_cancelled_while_its_slot_request_is_answered_gives_the_slot_back(
+    wiring: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import PrefectClient
+
+    from tasks import prefect_api as pf
+
+    set_limit("messages", 3)
+    real = PrefectClient.increment_concurrency_slots_with_lease
+    answered: list[bool] = []
+
+    async def late(self: Any, *args: Any, **kwargs: Any) -> Any:
+        response = await real(self, *args, **kwargs)  # the server grants the slot...
+        await asyncio.sleep(0.5)  # ... and its answer arrives after the waiter was cancelled
+        answered.append(True)
+        return response
+
+    monkeypatch.setattr(PrefectClient, "increment_concurrency_slots_with_lease", late)
+
+    async def enter() -> None:
+        async with pf.hold_slot("tag:sync:messages"):
+            raise AssertionError("a cancelled waiter never runs its body")
+
+    async def go() -> tuple[int, int]:
+        waiter = asyncio.create_task(enter())
+        while (await _read_limit("messages")).active_slots == 0:
+            await asyncio.sleep(0.02)
+        granted = (await _read_limit("messages")).active_slots
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return granted, (await _read_limit("messages")).active_slots
+
+    assert asyncio.run(go()) == (1, 0)
+    assert answered == [True]
+
+
+def test_a_missing_limit_is_an_error_naming_it(wiring: Any) -> None:
+    from syncflow.errors import SlotError
+    from tasks import prefect_api as pf
+
+    async def hold() -> None:
+        async with pf.hold_slot("tag:sync:no-such-limit"):
+            raise AssertionError("no slot without a limit")
+
+    with pytest.raises(SlotError, match=r"concurrency limit tag:sync:no-such-limit does not exist"):
+        asyncio.run(hold())
+
+
 # ------------------------------------------------------------------ 2. priority order
 
 
@@ -453,7 +552,7 @@ def test_sweep_fails_records_left_running_by_a_lost_worker(wiring: Any, seq_serv
     with session_scope(engine) as s:
         for name in ("lost", "alive"):
             book.start_instance_sync(s, record_id=recs[name], flow_run_id=None)
-        ids = dict(s.execute(select(Instance.name, Instance.id)).tuples().all())
+        ids = {name: iid for name, iid in s.execute(select(Instance.name, Instance.id))}
         s.add(
             SyncConfigItem(
                 instance_id=ids["lost"],
