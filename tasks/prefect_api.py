@@ -348,7 +348,7 @@ async def ensure_work_pool(name: str = names.WORK_POOL) -> bool:
 # ----------------------------------------------------------------- holding a slot
 
 
-# The lease of a held slot: Prefect renews it while the holder lives; when the holder dies
+# The lease of a held slot: renewed while the holder lives (:func:`_keep_lease`); when the holder dies
 # (SIGKILL, lost machine) a Prefect server frees the slot this long after the last renewal.
 # 60 s is the server's minimum (Prefect's default is 300 s).
 SLOT_LEASE_SECONDS = 60.0
