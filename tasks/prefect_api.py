@@ -226,7 +226,7 @@ async def ensure_automations(specs: Sequence[AlertSpec], *, block_id: str, timeo
                     await client.delete_automation(dup.id)
                 keys = {"description", "enabled", "trigger", "actions"}
                 have = first.model_dump(mode="json", include=keys)
-                if have == wanted.model_dump(mode="json", include=keys):
+                if same_automation(have, wanted.model_dump(mode="json", include=keys)):
                     done[spec.name] = "kept"
                 else:
                     await client.update_automation(first.id, wanted)
@@ -234,6 +234,23 @@ async def ensure_automations(specs: Sequence[AlertSpec], *, block_id: str, timeo
         return done
 
     return await bounded("creating the automations", go(), timeout)
+
+
+def same_automation(have: Any, wanted: Any) -> bool:
+    """Whether two automations dumped as JSON say the same, whatever order their set fields
+    (a trigger's ``expect``, ``after``, ``for_each``) came out in: a set dumps in its iteration
+    order, which differs between processes (string hashes are randomised) and between two sets
+    of the same strings built in another order."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: canonical(v) for k, v in value.items()}
+        if isinstance(value, list):
+            items = [canonical(v) for v in value]
+            return sorted(items) if all(isinstance(v, str) for v in items) else items
+        return value
+
+    return bool(canonical(have) == canonical(wanted))
 
 
 # ------------------------------------------------------------- concurrency limits

@@ -132,3 +132,46 @@ def test_alert_specs_are_valid_prefect_triggers() -> None:
     assert late.posture == "Proactive" and late.within == dt.timedelta(minutes=20)
     assert late.after == {"prefect.flow-run.Late"} and late.expect == {"prefect.flow-run.Running"}
     assert "20 min" in next(s.body for s in specs if s.name == "syncflow: session did not start")
+
+
+def test_an_automation_whose_sets_came_back_in_another_order_is_kept() -> None:
+    """``syncflow setup --alerts`` run twice keeps its automations: a trigger's ``expect`` /
+    ``after`` / ``for_each`` are sets, dumped in an order that differs between processes; only a
+    real change (here the streak length) updates one."""
+    import datetime as dt
+    import uuid
+
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger
+
+    from deployments.alerts import alert_specs
+    from tasks.prefect_api import same_automation
+
+    keys = {"description", "enabled", "trigger", "actions"}
+    block = uuid.uuid4()
+
+    def dumped(failures: int) -> list[dict[str, object]]:
+        specs = alert_specs(failures_in_a_row=failures, not_started_within=dt.timedelta(seconds=10))
+        return [
+            AutomationCore(
+                name=s.name,
+                description=s.description,
+                enabled=True,
+                trigger=EventTrigger(**s.trigger),
+                actions=[SendNotification(block_document_id=block, subject=s.subject, body=s.body)],
+            ).model_dump(mode="json", include=keys)
+            for s in specs
+        ]
+
+    def reordered(doc: dict[str, object]) -> dict[str, object]:
+        trigger = dict(doc["trigger"])  # type: ignore[call-overload]
+        for field in ("expect", "after", "for_each"):
+            trigger[field] = list(reversed(trigger[field]))
+        return {**doc, "trigger": trigger}
+
+    wanted = dumped(2)
+    stored = [reordered(d) for d in wanted]
+    assert stored[0]["trigger"] != wanted[0]["trigger"]  # "Failed, Crashed" came back reversed
+    assert all(same_automation(have, want) for have, want in zip(stored, wanted, strict=True))
+    changed = dumped(3)
+    assert [same_automation(have, want) for have, want in zip(stored, changed, strict=True)] == [True, False, True]
