@@ -202,20 +202,12 @@ async def notification_block_id(block: str, *, timeout: float) -> str:
 async def ensure_automations(specs: Sequence[AlertSpec], *, block_id: str, timeout: float) -> dict[str, str]:
     """Create each automation that is missing, update one that differs (found by name); returns
     what happened to each: ``created``, ``updated`` or ``kept``."""
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger
 
     async def go() -> dict[str, str]:
         done: dict[str, str] = {}
         async with _client() as client:
             for spec in specs:
-                wanted = AutomationCore(
-                    name=spec.name,
-                    description=spec.description,
-                    enabled=True,
-                    trigger=EventTrigger(**spec.trigger),
-                    actions=[SendNotification(block_document_id=block_id, subject=spec.subject, body=spec.body)],
-                )
+                wanted = automation_for(spec, block_id)
                 existing = await client.read_automations_by_name(spec.name)
                 if not existing:
                     await client.create_automation(wanted)
@@ -234,6 +226,20 @@ async def ensure_automations(specs: Sequence[AlertSpec], *, block_id: str, timeo
         return done
 
     return await bounded("creating the automations", go(), timeout)
+
+
+def automation_for(spec: AlertSpec, block_id: Any) -> Any:
+    """The automation ``spec`` stands for, notifying through block ``block_id``."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger
+
+    return AutomationCore(
+        name=spec.name,
+        description=spec.description,
+        enabled=True,
+        trigger=EventTrigger(**spec.trigger),
+        actions=[SendNotification(block_document_id=block_id, subject=spec.subject, body=spec.body)],
+    )
 
 
 def same_automation(have: Any, wanted: Any) -> bool:
@@ -503,8 +509,8 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
             if event.is_set():
                 _RELEASED[asyncio.get_running_loop()].pop(name, None)
 
-        lease_id, limits = granted
-        acquired = _slot_events("acquired", limits)
+        lease_id, limit = granted
+        acquired = _slot_event("acquired", limit)
         holder = asyncio.current_task()
         lost: list[str] = []
         keeper = asyncio.create_task(_keep_lease(client, name, lease_id, holder, lost))
@@ -527,19 +533,19 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
             # shielded: a holder cancelled now still gives its slot back
             await asyncio.shield(_give_back(client, name, lease_id))
             _released(name).set()  # the slot is back: a waiter of this process asks again now
-            _slot_events("released", limits, acquired)
+            _slot_event("released", limit, acquired)
 
 
 RENEW_EVERY = 0.5
 """Share of :data:`SLOT_LEASE_SECONDS` between two renewals of a held slot's lease."""
 
 
-async def _take_slot(client: Any, name: str) -> tuple[Any, list[dict[str, Any]]] | None:
-    """One request for a slot of ``name``: (lease id, the limits it counts against), or None
+async def _take_slot(client: Any, name: str) -> tuple[Any, dict[str, Any]] | None:
+    """One request for a slot of ``name``: (lease id, the limit), or None
     while the limit is full (423). Cancelled mid-request, a slot granted anyway is given back."""
     import httpx
 
-    async def ask() -> tuple[Any, list[dict[str, Any]]] | None:
+    async def ask() -> tuple[Any, dict[str, Any]] | None:
         try:
             response = await client.increment_concurrency_slots_with_lease(
                 names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_SECONDS
@@ -555,7 +561,7 @@ async def _take_slot(client: Any, name: str) -> tuple[Any, list[dict[str, Any]]]
                 f"concurrency limit {name} does not exist: a session creates it "
                 f"(or: prefect gcl create {name} --limit N)"
             )
-        return body["lease_id"], body["limits"]
+        return body["lease_id"], body["limits"][0]
 
     attempt = asyncio.ensure_future(ask())
     try:
@@ -601,34 +607,21 @@ async def _keep_lease(client: Any, name: str, lease_id: Any, holder: asyncio.Tas
                 await asyncio.sleep(2**attempt * random.uniform(0.8, 1.2))
 
 
-def _slot_events(phase: str, limits: list[dict[str, Any]], follows: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``prefect.concurrency-limit.<phase>`` for each limit, as Prefect's own holders emit them
+def _slot_event(phase: str, limit: dict[str, Any], follows: Any = None) -> Any:
+    """``prefect.concurrency-limit.<phase>`` for the held limit, as Prefect's own holders emit it
     (related to the current flow or task run)."""
-    from prefect.events import RelatedResource, emit_event
+    from prefect.events import emit_event
 
-    emitted: dict[str, Any] = {}
-    for limit in limits:
-        emitted[limit["id"]] = emit_event(
-            f"prefect.concurrency-limit.{phase}",
-            resource={
-                "prefect.resource.id": f"prefect.concurrency-limit.{limit['id']}",
-                "prefect.resource.name": str(limit["name"]),
-                "slots-acquired": "1",
-                "limit": str(limit["limit"]),
-            },
-            related=[
-                RelatedResource.model_validate(
-                    {
-                        "prefect.resource.id": f"prefect.concurrency-limit.{other['id']}",
-                        "prefect.resource.role": "concurrency-limit",
-                    }
-                )
-                for other in limits
-                if other["id"] != limit["id"]
-            ],
-            follows=(follows or {}).get(limit["id"]),
-        )
-    return emitted
+    return emit_event(
+        f"prefect.concurrency-limit.{phase}",
+        resource={
+            "prefect.resource.id": f"prefect.concurrency-limit.{limit['id']}",
+            "prefect.resource.name": str(limit["name"]),
+            "slots-acquired": "1",
+            "limit": str(limit["limit"]),
+        },
+        follows=follows,
+    )
 
 
 # ------------------------------------------------------------- starting and following
@@ -1121,6 +1114,7 @@ __all__ = [
     "QueuedRun",
     "StartedRun",
     "api_url",
+    "automation_for",
     "bounded",
     "cancel_run",
     "cancel_watch",
@@ -1148,6 +1142,7 @@ __all__ = [
     "run_child",
     "run_counts",
     "runner_deployment",
+    "same_automation",
     "serve",
     "start_run",
     "update_progress_artifact",

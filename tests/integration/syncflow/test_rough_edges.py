@@ -141,27 +141,15 @@ def test_an_automation_whose_sets_came_back_in_another_order_is_kept() -> None:
     import datetime as dt
     import uuid
 
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger
-
     from deployments.alerts import alert_specs
-    from tasks.prefect_api import same_automation
+    from tasks.prefect_api import automation_for, same_automation
 
     keys = {"description", "enabled", "trigger", "actions"}
     block = uuid.uuid4()
 
     def dumped(failures: int) -> list[dict[str, object]]:
         specs = alert_specs(failures_in_a_row=failures, not_started_within=dt.timedelta(seconds=10))
-        return [
-            AutomationCore(
-                name=s.name,
-                description=s.description,
-                enabled=True,
-                trigger=EventTrigger(**s.trigger),
-                actions=[SendNotification(block_document_id=block, subject=s.subject, body=s.body)],
-            ).model_dump(mode="json", include=keys)
-            for s in specs
-        ]
+        return [automation_for(s, block).model_dump(mode="json", include=keys) for s in specs]
 
     def reordered(doc: dict[str, object]) -> dict[str, object]:
         trigger = dict(doc["trigger"])  # type: ignore[call-overload]
