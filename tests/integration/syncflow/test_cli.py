@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import subprocess
@@ -410,8 +411,16 @@ def test_unparsable_url_is_one_line_error() -> None:
     _assert_one_line_error(Cli("not a url")("instances", "list"), "invalid store URL")
 
 
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """``cli.main()`` freezes the process's objects for its exit; a test calling it in pytest's
+    process thaws them afterwards."""
+    yield
+    gc.unfreeze()
+
+
 def test_unexpected_error_is_one_line_from_main(
-    run: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unfrozen: None
 ) -> None:
     def boom(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("kaboom")
