@@ -1,5 +1,8 @@
 """The Prefect flows: sessions, per-instance syncs, the sweeps. Flows orchestrate only."""
 
-from syncflow.process import end_without_final_collections
+from syncflow import process
 
-end_without_final_collections()  # a flow-run process exits without Python's final collections
+# A flow-run process (a worker's) has loaded Prefect when it imports a deployment's flow from
+# here: that stays to the end, and the exit skips Python's final collections.
+process.freeze_loaded()
+process.end_without_final_collections()

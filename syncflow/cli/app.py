@@ -9,7 +9,6 @@ the groups, the groups import ``_output``, never this module.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
 import sys
 from typing import Annotated, Any
@@ -194,9 +193,7 @@ def main() -> None:
     Expected errors are handled in :class:`out.ErrorBoundary`; anything reaching here is a bug, reported
     in one line unless ``--traceback`` was given.
     """
-    # What the imports built (SQLAlchemy, pydantic, typer, rich: ~50,000 objects) lives as long as
-    # the process: frozen, the cyclic collector stops walking it on every full collection.
-    gc.freeze()
+    process.freeze_loaded()  # SQLAlchemy, pydantic, typer, rich: ~50,000 objects
     process.end_without_final_collections()
     try:
         app(prog_name="syncflow")
