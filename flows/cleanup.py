@@ -6,8 +6,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from syncflow import process
 from syncflow.settings import get_settings
 from tasks.session import cleanup_sessions
+
+# A worker's flow-run process loads this module, and Prefect with it, for good: see syncflow.process.
+process.flow_module_loaded()
 
 
 @flow(name="cleanup", log_prints=False)

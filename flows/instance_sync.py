@@ -18,11 +18,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as flow_run_runtime
 
+from syncflow import process
 from syncflow.engine import BatchClock, InstanceRun, Skipped, watches_gaps
 from syncflow.errors import PermanentSyncError, SyncflowError, TransientSyncError
 from syncflow.settings import get_settings
 from tasks import alerts, artifacts
 from tasks import sync as t
+
+# A worker's flow-run process loads this module, and Prefect with it, for good: see syncflow.process.
+process.flow_module_loaded()
 
 PROGRESS_EVERY = 3.0
 """Seconds between two updates of a long sync's progress artifact (each one is an API call)."""

@@ -14,9 +14,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from syncflow import process
 from syncflow.book import SWEEP_CRASH_REASON
 from tasks.prefect_api import mark_crashed
 from tasks.session import sweep_store
+
+# A worker's flow-run process loads this module, and Prefect with it, for good: see syncflow.process.
+process.flow_module_loaded()
 
 
 @flow(name="sweep", log_prints=False)

@@ -27,10 +27,18 @@ def end_without_final_collections() -> None:
     that loaded Prefect, SQLAlchemy and pydantic) only to free memory the OS takes back. An exit
     handler freezes what is left instead, and frozen objects are skipped. Registered early, it
     runs after the exit handlers registered later (Prefect's flushes of run logs and events);
-    buffered output is still flushed after it. Called by the CLI's entry point and on the first
-    import of ``flows`` (a worker's flow-run process imports a deployment's flow from there).
+    buffered output is still flushed after it. Called by the CLI's entry point and by
+    :func:`flow_module_loaded`.
     """
     global _registered
     if not _registered:
         atexit.register(gc.freeze)
         _registered = True
+
+
+def flow_module_loaded() -> None:
+    """Called by every deployment's flow module once it is imported: in a worker's flow-run
+    process (``python -m prefect.engine``, which loads the module by its path) Prefect and the
+    flow are then loaded for the rest of the process, which exits after the run."""
+    freeze_loaded()
+    end_without_final_collections()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 # Registered before syncflow is imported, this handler runs after syncflow's (atexit is last
 # in, first out) and counts the objects the final collections would still walk (the unfrozen).
@@ -33,15 +34,24 @@ def _unfrozen(stderr: str) -> int:
     return int(match.group(1))
 
 
+REPO = Path(__file__).resolve().parents[3]
+ENTRYPOINTS = sorted({d["entrypoint"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]})
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         # the console script and `python -m syncflow`
         "sys.argv = ['syncflow', '--help']\nfrom syncflow.cli import main\nmain()\n",
-        # a worker's flow-run process imports the deployment's flow from `flows`
-        "import flows\nprint('syncflow flow module loaded')\n",
+        # a worker's flow-run process loads each deployment's flow by its path, as Prefect does
+        *(
+            "from prefect.flows import load_flow_from_entrypoint\n"
+            f"flow = load_flow_from_entrypoint({str(REPO / entrypoint)!r})\n"
+            "print('syncflow flow', flow.name)\n"
+            for entrypoint in ENTRYPOINTS
+        ),
     ],
-    ids=["cli", "flow-run"],
+    ids=["cli", *ENTRYPOINTS],
 )
 def test_a_process_exits_frozen_after_every_exit_handler_with_its_output_flushed(entry: str, tmp_path: Path) -> None:
     done = _run(entry, tmp_path)
