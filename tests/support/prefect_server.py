@@ -84,6 +84,12 @@ class LocalPrefect:
             # faster cancellation/cleanup bookkeeping than the defaults, so tests finish sooner
             PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS="5",
             PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="5",
+            # The deployments' cron schedules (messages every 15 minutes, the sweep every 5, ...)
+            # exist but start nothing: a scheduled session firing mid-test syncs the instances a
+            # test registered before the test's own session does (a manual batch then found
+            # nothing new: "completed, 0 synced" in the console test). Tests start scheduled
+            # deployments themselves (`deployment_run`).
+            PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         )
 
     # ------------------------------------------------------------------ processes
