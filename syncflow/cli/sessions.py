@@ -376,7 +376,7 @@ def retry_failed_cmd(
             raise ConfigError(f"session {session_id} has no failed instance to retry")
         category = old.sync_category
     cli_sync._quiet_prefect()
-    sync_session = cli_sync.session_flow()
+    from flows.session_sync import sync_session
 
     new_id = str(uuid.uuid4())
 

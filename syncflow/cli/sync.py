@@ -23,7 +23,6 @@ from rich.console import Group
 from rich.text import Text
 from sqlalchemy import select
 
-from syncflow import process
 from syncflow.book import session_exists
 from syncflow.cli import _output as out
 from syncflow.cli import _runtime
@@ -47,15 +46,6 @@ def _quiet_prefect() -> None:
     # replace it), its run logs still sent to the Prefect API, its tracebacks to a log file,
     # and the embedded (ephemeral) server made robust: see syncflow.cli._runtime.
     _runtime.prepare()
-
-
-def session_flow() -> Any:
-    """The session flow, loaded with Prefect for the rest of the process (frozen: see
-    :mod:`syncflow.process`)."""
-    from flows.session_sync import sync_session
-
-    process.freeze_loaded()
-    return sync_session
 
 
 def block_name_for(instance: str, binding: str | None = None) -> str:
@@ -470,7 +460,7 @@ def run_session(
     }
     if deployment:
         return _run_deployment(ctx, deployment, params, wait=wait, quiet=quiet)
-    sync_session = session_flow()
+    from flows.session_sync import sync_session
 
     async def go() -> Any:
         return await sync_session(**{k: v for k, v in params.items() if v is not None}, return_state=True)
