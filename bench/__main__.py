@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--flow", default=None, metavar="MODULE:ATTR", help="run this flow alone instead of the CLI (A/B a change)"
     )
     sessions_mod.add_arguments(parser, prefix="session-")
-    parser.add_argument("--session-variants", default="floor,syncflow")
+    parser.add_argument("--session-variants", default=sessions_mod.DEFAULT_VARIANTS)
     session = parser.add_mutually_exclusive_group()
     session.add_argument("--no-session", action="store_true", help="skip the session rows")
     session.add_argument("--session-only", action="store_true", help="only the session rows")

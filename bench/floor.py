@@ -4,6 +4,12 @@
                                          # each under concurrency(LIMIT, occupy=1, strict=True)
     python -m bench.floor single SPEC    # one parent flow + one subflow + one task
 
+With ``"gate": L`` in a session's SPEC (the ``floor-handover`` variant of ``bench.sessions``), the
+same shape waits on an in-process ``asyncio.Semaphore(L)`` before each ``concurrency(...)``: the
+process asks Prefect for a slot only when one of its own is free, so a freed slot passes to the
+next subflow at once and no request is answered 423 with a Retry-After (the hand-over the issue
+requires of syncflow, at Prefect's own cost: fewer slot requests than syncflow makes).
+
 No product code: only Prefect. The benchmark runs these on the same Prefect server, at the same
 limits, right next to syncflow's runs, and times each process from spawn to exit (the floor of
 "a session" and of "a single run"). ``SPEC`` is JSON: ``{"out": path, "spawned_at": t,
@@ -48,6 +54,7 @@ def set_limit(api_url: str, name: str, limit: int) -> None:
 
 def _flows() -> tuple[Any, Any]:
     import asyncio
+    import contextlib
 
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
@@ -62,11 +69,13 @@ def _flows() -> tuple[Any, Any]:
         return await noop(i)
 
     @flow(name="floor-session")
-    async def floor_session(instances: int, limit_name: str | None) -> int:
+    async def floor_session(instances: int, limit_name: str | None, gate: int = 0) -> int:
+        local = asyncio.Semaphore(gate) if gate else contextlib.nullcontext()
+
         async def one(i: int) -> int:
             if limit_name is None:
                 return await floor_instance(i)
-            async with concurrency(limit_name, occupy=1, strict=True):
+            async with local, concurrency(limit_name, occupy=1, strict=True):
                 return await floor_instance(i)
 
         done = await asyncio.gather(*(one(i) for i in range(instances)))
@@ -86,11 +95,12 @@ def main(argv: list[str]) -> int:
     if mode == "single":
         done = asyncio.run(floor_session(1, None))
     else:
-        done = asyncio.run(floor_session(int(spec["instances"]), spec.get("limit_name", FLOOR_LIMIT)))
+        limit_name = spec.get("limit_name", FLOOR_LIMIT)
+        done = asyncio.run(floor_session(int(spec["instances"]), limit_name, int(spec.get("gate") or 0)))
     wall = time.perf_counter() - call
     user, system = probe.cpu_seconds()
     report = {
-        "variant": "floor",
+        "variant": "floor-handover" if spec.get("gate") else "floor",
         "mode": mode,
         "instances": done,
         "wall_s": wall,

@@ -183,6 +183,23 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
             )
             if any(r.check is not None and not r.check.ok for r in sf_runs):
                 failed.append(f"session limit {limit}")
+            handover = [
+                r for r in sessions.runs if r.variant == "floor-handover" and r.limit == limit and not r.profiled
+            ]
+            if handover:
+                walls["floor-handover", limit] = _med([r.process_wall_s for r in handover])
+                rows.append(
+                    [
+                        f"session {scfg.instances}x{scfg.messages:,}, limit {limit}: the floor with an in-process "
+                        "hand-over (no 423, no Retry-After)",
+                        "-",
+                        "-",
+                        _cell(walls["floor-handover", limit], _med([r.child.get("peak_rss_mb") for r in handover])),
+                        "-",
+                        _ratio(_per_round_session_ratio(sf_runs, handover), "hand-over floor", None),
+                        _load([r.load_before for r in handover]),
+                    ]
+                )
         if 1 in scfg.limits and len(scfg.limits) > 1:
             top = max(scfg.limits)
             fs = _speedup(walls.get(("floor", 1)), walls.get(("floor", top)))
@@ -198,6 +215,19 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
                     "",
                 ]
             )
+            hs = _speedup(walls.get(("floor-handover", 1)), walls.get(("floor-handover", top)))
+            if hs:
+                rows.append(
+                    [
+                        f"session speed-up, limit 1 → {top}, against the hand-over floor",
+                        "-",
+                        "-",
+                        f"{hs:.2f}x",
+                        f"{ss:.2f}x" if ss else "-",
+                        _ratio(ss / hs if ss else None, "hand-over floor's", None),
+                        "",
+                    ]
+                )
     if engine is not None:
         floors = engine.floor_single
         rows.append(

@@ -12,6 +12,9 @@ fast seq server (:mod:`bench.fastseq`; each instance has its own cursor and fetc
 - **floor** (:mod:`bench.floor`): ``tag:sync:bench-floor`` set to L; a process runs an async
   parent flow fanning out N async subflows of one no-op task each, each under
   ``concurrency(..., occupy=1, strict=True)``;
+- **floor-handover**: the same, behind an in-process ``asyncio.Semaphore(L)``: a slot is asked of
+  Prefect only when one of the process's own is free, so a freed slot passes on at once and no
+  request waits out a 423's Retry-After (the hand-over syncflow must have, at Prefect's own cost);
 - **syncflow**: a setup child (not timed) makes a fresh PostgreSQL store with N instances and
   their blocks, and ``tag:sync:messages`` is set to L; then ``syncflow sync run --category
   messages --instance ... --no-metadata --quiet`` runs in a child (the CLI a user runs; the parent
@@ -57,6 +60,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OUT = Path("bench/results/sessions.json")
+VARIANTS = ("floor", "floor-handover", "syncflow")
+DEFAULT_VARIANTS = ",".join(VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class SessionConfig:
     repeat: int = 1
     child_timeout: float = 3600.0
     keep_logs: Path | None = None
-    variants: tuple[str, ...] = ("floor", "syncflow")
+    variants: tuple[str, ...] = ("floor", "floor-handover", "syncflow")
     profile_dir: Path | None = None
     """When set, the syncflow runs at ``profile_limits`` run under ``py-spy record``."""
     profile_limits: tuple[int, ...] = (3,)
@@ -179,6 +184,8 @@ class SessionBench:
                 for limit in self.config.limits:
                     if "floor" in self.config.variants:
                         runs.append(self._floor(limit, round_no, seq))
+                    if "floor-handover" in self.config.variants:
+                        runs.append(self._floor(limit, round_no, seq, handover=True))
                     if "syncflow" in self.config.variants:
                         runs.append(self._syncflow(limit, round_no, seq))
         finally:
@@ -223,13 +230,15 @@ class SessionBench:
             raise RuntimeError(f"{label}: child exited with {rc}; log tail:\n{tail}")
         return wall, prefix
 
-    def _floor(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
+    def _floor(self, limit: int, round_no: int, seq: SeqServerProcess, *, handover: bool = False) -> SessionRun:
         cfg = self.config
-        label = f"floor-limit{limit}-{round_no}"
+        variant = "floor-handover" if handover else "floor"
+        label = f"{variant}-limit{limit}-{round_no}"
         set_limit(self.env.prefect["api_url"], FLOOR_LIMIT, limit)
         out = self.workdir / f"{label}.json"
         load = os.getloadavg()[0]
         spec = {"out": str(out), "instances": cfg.instances, "limit_name": FLOOR_LIMIT}
+        spec["gate"] = limit if handover else 0
         with CpuSampler({"prefect-server": self.env.prefect["pid"]}) as cpu:
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
@@ -237,11 +246,11 @@ class SessionBench:
             )
         child = json.loads(out.read_bytes())
         self.progress(
-            f"  floor, limit {limit}: process {wall:.2f}s (flow {child['wall_s']:.2f}s), "
+            f"  {variant}, limit {limit}: process {wall:.2f}s (flow {child['wall_s']:.2f}s), "
             f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}"
         )
         return SessionRun(
-            "floor", limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load
+            variant, limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load
         )
 
     def _syncflow(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
@@ -475,7 +484,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_arguments(parser)
     parser.add_argument("--repeat", type=int, default=1, help="rounds (medians are printed)")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--variants", default="floor,syncflow", help="floor,syncflow (default both)")
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help=f"of floor,floor-handover,syncflow (default {DEFAULT_VARIANTS}); floor-handover = the floor "
+        "behind an in-process semaphore of the limit's size (a freed slot passes on at once, no 423)",
+    )
     parser.add_argument(
         "--pg-admin-url",
         default=os.environ.get("SYNCFLOW_BENCH_PG_ADMIN_URL", DEFAULT_ADMIN_URL),
@@ -499,6 +513,14 @@ def _py_spy() -> str:
     return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
+def _variants(text: str) -> tuple[str, ...]:
+    chosen = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise SystemExit(f"bench.sessions: unknown variant(s) {', '.join(unknown) or '(none)'}; use {DEFAULT_VARIANTS}")
+    return chosen
+
+
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -513,7 +535,7 @@ def config_from(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
         repeat=args.repeat,
         child_timeout=args.timeout,
         keep_logs=args.logs,
-        variants=tuple(v.strip() for v in getattr(args, "session_variants", "floor,syncflow").split(",")),
+        variants=_variants(getattr(args, "session_variants", DEFAULT_VARIANTS)),
         profile_dir=args.profile,
         profile_limits=args.profile_limits,
         py_spy=args.py_spy,

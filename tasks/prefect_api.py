@@ -377,17 +377,36 @@ async def ensure_work_pool(name: str = names.WORK_POOL) -> bool:
 SLOT_LEASE_SECONDS = 60.0
 
 
-# Per event loop and limit name: set when a holder in this process gives its slot back, so
-# the next waiter asks at once instead of at its next poll (the hand-over was ~0.5 s per
-# instance on average; a limit-1 session of 50 short syncs waited ~25 s for it).
-_RELEASED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Event]] = weakref.WeakKeyDictionary()
+@dataclass
+class _Local:
+    """What this process (one event loop) knows of one limit, so that its waiters ask Prefect
+    for a slot only when one may be free.
+
+    ``released`` is set when a holder here gives its slot back: the next waiter asks at once
+    instead of at its next poll (the hand-over was ~0.5 s per instance on average; a limit-1
+    session of 50 short syncs waited ~25 s for it). ``free`` is how many slots were free when
+    a request was last refused (0) plus those given back here since, less those taken here
+    since (None: not known). While this process holds slots and knows none is free, a new
+    waiter does not ask (the answer would be a 423: one per hand-over, ~1 per instance of a
+    session) but waits for a slot of its own to come back, or for its poll (slots of other
+    processes, a raised limit)."""
+
+    released: asyncio.Event
+    held: int = 0
+    free: int | None = None
+
+    def worth_asking(self) -> bool:
+        return self.held == 0 or self.free is None or self.free > 0
 
 
-def _released(name: str) -> asyncio.Event:
-    events = _RELEASED.setdefault(asyncio.get_running_loop(), {})
-    if name not in events:
-        events[name] = asyncio.Event()
-    return events[name]
+_LOCAL: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Local]] = weakref.WeakKeyDictionary()
+
+
+def _local(name: str) -> _Local:
+    limits = _LOCAL.setdefault(asyncio.get_running_loop(), {})
+    if name not in limits:
+        limits[name] = _Local(asyncio.Event())
+    return limits[name]
 
 
 PAUSE_READ_EVERY = 2.0
@@ -473,7 +492,8 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     lease it has just been given, and waits on a full limit for the server's Retry-After, up to
     10-30 s even when a slot frees at once (PrefectHQ/prefect#23183). Here a freed slot is handed
     over in about a second — at once when it comes back from a holder in this process (the usual
-    case: a session's own instance syncs) — and the lease is renewed every half lease from the
+    case: a session's own instance syncs; a waiter that knows the limit is full does not ask
+    until then, see :class:`_Local`) — and the lease is renewed every half lease from the
     caller's event loop (the syncs themselves run in threads). When the renewal fails for good
     (the server lost the lease: 410, or three failed attempts) the body is cancelled and
     :class:`SlotError` raised, as ``strict=True`` does. A waiter cancelled mid-request gives back
@@ -489,6 +509,8 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
     # round trip per instance instead of one per request.
     told = False
     read_at: float | None = None
+    polled = False
+    local = _local(name)
     async with _client() as client:
         while True:
             if read_at is None or time.monotonic() - read_at >= PAUSE_READ_EVERY:
@@ -498,16 +520,29 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
                         told = True
                     await asyncio.sleep(max(poll_seconds, 1.0) * random.uniform(0.8, 1.2))
                 read_at = time.monotonic()
-            granted = await _take_slot(client, name)
-            if granted is not None:
-                break
-            event = _released(name)
+            if polled or local.worth_asking():
+                claimed = False
+                if local.free:  # a waiter woken with this one does not ask for the same slot
+                    local.free -= 1
+                    claimed = True
+                try:
+                    granted = await _take_slot(client, name)
+                except BaseException:  # cancelled, or no such limit: the claim goes back
+                    if claimed and local.free is not None:
+                        local.free += 1
+                    raise
+                if granted is not None:
+                    local.held += 1
+                    break
+                local.free = 0
+            event = local.released
             try:  # until a slot of this process comes back, or the poll interval (other processes)
                 await asyncio.wait_for(event.wait(), poll_seconds * random.uniform(0.8, 1.2))
+                polled = False
             except TimeoutError:
-                pass
-            if event.is_set():
-                _RELEASED[asyncio.get_running_loop()].pop(name, None)
+                polled = True
+            if event.is_set() and local.released is event:
+                local.released = asyncio.Event()
 
         lease_id, limit = granted
         acquired = _slot_event("acquired", limit)
@@ -530,9 +565,13 @@ async def hold_slot(name: str, *, poll_seconds: float = 1.0) -> AsyncIterator[No
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
-            # shielded: a holder cancelled now still gives its slot back
-            await asyncio.shield(_give_back(client, name, lease_id))
-            _released(name).set()  # the slot is back: a waiter of this process asks again now
+            try:  # shielded: a holder cancelled now still gives its slot back
+                await asyncio.shield(_give_back(client, name, lease_id))
+            finally:
+                local.held -= 1
+                if local.free is not None:
+                    local.free += 1
+                local.released.set()  # the slot is back: a waiter of this process asks again now
             _slot_event("released", limit, acquired)
 
 

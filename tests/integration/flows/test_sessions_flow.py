@@ -325,6 +325,103 @@ def test_a_missing_limit_is_an_error_naming_it(wiring: Any) -> None:
         asyncio.run(hold())
 
 
+def _count_slot_requests(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The status of every slot request this process makes (granted 200, refused 423)."""
+    import httpx
+    from prefect.client.orchestration import PrefectClient
+
+    real = PrefectClient.increment_concurrency_slots_with_lease
+    statuses: list[int] = []
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = await real(self, *args, **kwargs)
+        except httpx.HTTPStatusError as exc:
+            statuses.append(exc.response.status_code)
+            raise
+        statuses.append(response.status_code)
+        return response
+
+    monkeypatch.setattr(PrefectClient, "increment_concurrency_slots_with_lease", counted)
+    return statuses
+
+
+def test_waiters_that_know_the_limit_is_full_wait_for_a_slot_of_their_own_instead_of_asking(
+    wiring: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's waiters, one after the other (as its priority turns run them), under a limit
+    of 2: once a request is refused, the next waiter does not ask while the process holds every
+    slot it knows of — it asks when one of its own comes back, and gets it. One refusal in all,
+    not one per hand-over; never more than 2 held; every slot given back."""
+    from tasks import prefect_api as pf
+
+    set_limit("messages", 2)
+    statuses = _count_slot_requests(monkeypatch)
+    holding: list[int] = []
+    peak: list[int] = []
+
+    async def session(n: int) -> None:
+        turns = [asyncio.Event() for _ in range(n)]
+
+        async def one(i: int) -> None:
+            if i:
+                await turns[i - 1].wait()
+            # no poll within the test: a slot can only come from a holder of this process
+            async with pf.hold_slot("tag:sync:messages", poll_seconds=60):
+                turns[i].set()
+                holding.append(i)
+                peak.append(len(holding))
+                await asyncio.sleep(0.3)
+                holding.remove(i)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+    asyncio.run(session(6))
+    assert statuses.count(200) == 6
+    assert statuses.count(423) == 1, statuses  # 3-4 before: one per hand-over
+    assert max(peak) == 2
+    assert asyncio.run(_read_limit("messages")).active_slots == 0
+    set_limit("messages", 3)
+
+
+def test_a_waiter_gets_a_slot_freed_by_another_process_at_its_next_poll(
+    wiring: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks import prefect_api as pf
+
+    set_limit("messages", 1)
+    statuses = _count_slot_requests(monkeypatch)
+
+    async def go() -> float:
+        async with get_client() as other:  # another process holds the only slot
+            held = await other.increment_concurrency_slots_with_lease(
+                names=["tag:sync:messages"], slots=1, mode="concurrency", lease_duration=60
+            )
+            lease = held.json()["lease_id"]
+            entered = asyncio.Event()
+
+            async def waiter() -> float:
+                async with pf.hold_slot("tag:sync:messages", poll_seconds=0.2):
+                    entered.set()
+                    return time.monotonic()
+
+            task = asyncio.create_task(waiter())
+            while 423 not in statuses:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            assert not entered.is_set()  # refused while the other holds it
+            freed = time.monotonic()
+            await other.release_concurrency_slots_with_lease(lease_id=lease)
+            return await task - freed
+
+    assert asyncio.run(go()) >= 0
+    assert statuses[-1] == 200 and statuses.count(423) >= 2  # it kept asking (polls), then got it
+    assert asyncio.run(_read_limit("messages")).active_slots == 0
+    set_limit("messages", 3)
+
+
 # ------------------------------------------------------------------ 2. priority order
 
 
