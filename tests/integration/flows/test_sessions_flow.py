@@ -408,16 +408,15 @@ def test_a_waiter_gets_a_slot_freed_by_another_process_at_its_next_poll(
                     return time.monotonic()
 
             task = asyncio.create_task(waiter())
-            while 423 not in statuses:
+            while statuses.count(423) < 2:  # refused, then refused again at its poll
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            assert not entered.is_set()  # refused while the other holds it
+            assert not entered.is_set()
             freed = time.monotonic()
             await other.release_concurrency_slots_with_lease(lease_id=lease)
             return await task - freed
 
-    assert asyncio.run(go()) >= 0
-    assert statuses[-1] == 200 and statuses.count(423) >= 2  # it kept asking (polls), then got it
+    assert asyncio.run(go()) >= 0  # it entered after the other process gave the slot back
+    assert statuses[-1] == 200
     assert asyncio.run(_read_limit("messages")).active_slots == 0
     set_limit("messages", 3)
 
