@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     profile=args.profile,
                     profile_limits=args.profile_limits,
                     py_spy=args.py_spy,
+                    no_settle=args.no_settle,
                 )
                 session_run = sessions_mod.SessionBench(sessions_mod.config_from(sargs), env).run()
         ok = True

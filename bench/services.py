@@ -155,6 +155,28 @@ class CpuSampler:
         self.used = used
 
 
+def settle(root: int, *, idle_cpu: float = 0.1, window: float = 1.0, timeout: float = 30.0) -> tuple[float, float]:
+    """Wait until ``root``'s process tree is idle: under ``idle_cpu`` of a core over ``window`` s.
+
+    The Prefect server works on after a run's last request (its services turn the run's events
+    into rows and records): without this, one run's backlog is timed in the next run's window.
+    Returns (seconds waited, CPU seconds the tree used meanwhile); gives up after ``timeout``.
+    """
+    start = time.perf_counter()
+    first = tree_cpu_seconds(root)
+    marks = [(start, first)]
+    while True:
+        time.sleep(window / 4)
+        now, cpu = time.perf_counter(), tree_cpu_seconds(root)
+        marks.append((now, cpu))
+        while len(marks) > 1 and now - marks[1][0] >= window:
+            marks.pop(0)
+        if now - marks[0][0] >= window and (cpu - marks[0][1]) / (now - marks[0][0]) < idle_cpu:
+            return now - start, cpu - first
+        if now - start >= timeout:
+            return now - start, cpu - first
+
+
 # --------------------------------------------------------------------------- processes
 
 

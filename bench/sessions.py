@@ -54,7 +54,7 @@ import psycopg
 
 from bench import _product
 from bench.floor import FLOOR_LIMIT, set_limit
-from bench.services import BenchEnv, CpuSampler, PgDatabases, SeqServerProcess, ServiceError, conninfo
+from bench.services import BenchEnv, CpuSampler, PgDatabases, SeqServerProcess, ServiceError, conninfo, settle
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
@@ -80,6 +80,8 @@ class SessionConfig:
     """When set, the syncflow runs at ``profile_limits`` run under ``py-spy record``."""
     profile_limits: tuple[int, ...] = (3,)
     py_spy: str = "py-spy"
+    settle: bool = True
+    """Wait for the Prefect server to go idle before each timed run (the backlog of the run before)."""
 
 
 @dataclass
@@ -113,6 +115,10 @@ class SessionRun:
     check: SessionCheck | None
     load_before: float
     profiled: bool = False
+    settle_s: float = 0.0
+    """Seconds waited before the run for the Prefect server to go idle (``--no-settle``: 0)."""
+    settle_cpu_s: float = 0.0
+    """The server's CPU seconds meanwhile: the backlog of what ran before, not timed in this run."""
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -152,6 +158,10 @@ def max_overlap(intervals: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
     return peak
 
 
+def _settled(settled: tuple[float, float]) -> str:
+    return f", server settled in {settled[0]:.1f}s ({settled[1]:.2f} CPU-s)" if settled[0] else ""
+
+
 class SessionBench:
     """Runs the floor and syncflow sessions on a Prefect server it is given (:class:`BenchEnv`)."""
 
@@ -180,14 +190,17 @@ class SessionBench:
         )
         try:
             seq.start()
+            order = [v for v in VARIANTS if v in self.config.variants]
             for round_no in range(self.config.repeat):
+                turn = (
+                    order[round_no % len(order) :] + order[: round_no % len(order)]
+                )  # each variant goes first in turn
                 for limit in self.config.limits:
-                    if "floor" in self.config.variants:
-                        runs.append(self._floor(limit, round_no, seq))
-                    if "floor-handover" in self.config.variants:
-                        runs.append(self._floor(limit, round_no, seq, handover=True))
-                    if "syncflow" in self.config.variants:
-                        runs.append(self._syncflow(limit, round_no, seq))
+                    for variant in turn:
+                        if variant == "syncflow":
+                            runs.append(self._syncflow(limit, round_no, seq))
+                        else:
+                            runs.append(self._floor(limit, round_no, seq, handover=variant == "floor-handover"))
         finally:
             try:
                 seq.stop()
@@ -230,15 +243,20 @@ class SessionBench:
             raise RuntimeError(f"{label}: child exited with {rc}; log tail:\n{tail}")
         return wall, prefix
 
+    def _settle(self) -> tuple[float, float]:
+        """Wait for the Prefect server to finish the work of what ran before (seconds, its CPU s)."""
+        return settle(self.env.prefect["pid"]) if self.config.settle else (0.0, 0.0)
+
     def _floor(self, limit: int, round_no: int, seq: SeqServerProcess, *, handover: bool = False) -> SessionRun:
         cfg = self.config
         variant = "floor-handover" if handover else "floor"
         label = f"{variant}-limit{limit}-{round_no}"
         set_limit(self.env.prefect["api_url"], FLOOR_LIMIT, limit)
         out = self.workdir / f"{label}.json"
-        load = os.getloadavg()[0]
         spec = {"out": str(out), "instances": cfg.instances, "limit_name": FLOOR_LIMIT}
         spec["gate"] = limit if handover else 0
+        settled = self._settle()
+        load = os.getloadavg()[0]
         with CpuSampler({"prefect-server": self.env.prefect["pid"]}) as cpu:
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
@@ -247,11 +265,12 @@ class SessionBench:
         child = json.loads(out.read_bytes())
         self.progress(
             f"  {variant}, limit {limit}: process {wall:.2f}s (flow {child['wall_s']:.2f}s), "
-            f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}"
+            f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}{_settled(settled)}"
         )
         return SessionRun(
-            variant, limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load
-        )
+            variant, limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load,
+            settle_s=settled[0], settle_cpu_s=settled[1],
+        )  # fmt: skip
 
     def _syncflow(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
         cfg = self.config
@@ -276,6 +295,7 @@ class SessionBench:
         self.dbs.checkpoint()
         out = self.workdir / f"{label}.json"
         profile = cfg.profile_dir is not None and limit in cfg.profile_limits
+        settled = self._settle()
         load = os.getloadavg()[0]
         spec: dict[str, Any] = {"mode": "cli", "argv": _product.sync_session_argv(self.names), "out": str(out)}
         with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
@@ -288,13 +308,13 @@ class SessionBench:
         self.dbs.drop(url)
         run = SessionRun(
             "syncflow", limit, round_no, cfg.instances, cfg.messages, child["wall_s"], wall, child, timeline,
-            cpu.used, check, load, profile,
+            cpu.used, check, load, profile, settled[0], settled[1],
         )  # fmt: skip
         status = "ok" if check.ok else "FAIL: " + "; ".join(check.problems)
         self.progress(
             f"  syncflow, limit {limit}: process {wall:.2f}s (call {child['wall_s']:.2f}s), "
             f"max {timeline.get('max_running', 0)} running at once, {child['peak_rss_mb']:.0f} MB, "
-            f"load {load:.1f}{' (profiled)' if profile else ''}, check {status}"
+            f"load {load:.1f}{' (profiled)' if profile else ''}{_settled(settled)}, check {status}"
         )
         return run
 
@@ -477,6 +497,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
     parser.add_argument(
         "--profile-limits", type=_ints, default=(3,), help="with --profile: the limits whose syncflow run is profiled"
     )
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="start each session run at once, not when the Prefect server has finished the work of the run before",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -539,6 +564,7 @@ def config_from(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
         profile_dir=args.profile,
         profile_limits=args.profile_limits,
         py_spy=args.py_spy,
+        settle=not getattr(args, "no_settle", False),
         **overrides,
     )
 

@@ -59,7 +59,10 @@ class Opened:
 
 
 _opened: dict[str, Opened] = {}
+_preloaded: dict[tuple[str, str], Block] = {}  # blocks read ahead for a session, each taken by its first load
 _lock = threading.Lock()
+PRELOAD_PAGE = 200
+"""Block documents per read of :func:`preload_blocks` (the Prefect API's default page limit)."""
 
 
 def check_binding(instance: str, block_name: str | None, expected: str | None, found: str | None) -> None:
@@ -85,12 +88,67 @@ async def load_block(kind: str, block_name: str | None, instance: str, binding: 
         raise ConfigError(f"instance {instance}: kind {kind!r} has no connection block type")
     if not block_name:
         raise ConfigError(f"instance {instance} has no connection block ({HINTS.get(kind, '--block NAME')})")
+    with _lock:
+        preloaded = _preloaded.pop((kind, block_name), None)
     try:
-        block = await found.aload(block_name)
+        block = preloaded if preloaded is not None else await found.aload(block_name)
     except ValueError as exc:
         raise ConfigError(f"instance {instance}: cannot load {kind} block {block_name!r}: {exc}") from None
     check_binding(instance, block_name, binding, getattr(block, "binding", None))
     return block
+
+
+def _key(kind: str, block_name: str | None, config: dict[str, Any] | None) -> str:
+    return f"{kind}:{block_name}" + (f":{json.dumps(config, sort_keys=True, default=str)}" if config else "")
+
+
+def is_open(kind: str, block_name: str | None, config: dict[str, Any] | None = None) -> bool:
+    """Whether this process has the source open already (:func:`open_source` reads no block)."""
+    with _lock:
+        return _key(kind, block_name, config) in _opened
+
+
+async def preload_blocks(kind: str, block_names: list[str]) -> int:
+    """Read the blocks of many instances of ``kind`` ahead, a page of documents per request
+    instead of one request per instance; each is kept here until :func:`load_block` takes it
+    (once) or :func:`drop_preloaded` drops it. Blocks not found are left to ``load_block``
+    (which names what is wrong). Returns how many were read."""
+    found = block_type(kind)
+    names = sorted({n for n in block_names if n})
+    if found is None or not names:
+        return 0
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import BlockDocument
+
+    slug = found.get_block_type_slug()
+    read = 0
+    async with get_client() as client:
+        for start in range(0, len(names), PRELOAD_PAGE):
+            page = names[start : start + PRELOAD_PAGE]
+            response = await client.request(
+                "POST",
+                "/block_documents/filter",
+                json={
+                    "block_documents": {"name": {"any_": page}, "is_anonymous": {"eq_": False}},
+                    "block_types": {"slug": {"any_": [slug]}},
+                    "include_secrets": True,
+                    "limit": len(page),
+                },
+            )
+            for item in response.json():
+                document = BlockDocument.model_validate(item)
+                block = found._load_from_block_document(document)  # what Block.aload does with its document
+                with _lock:
+                    _preloaded[(kind, str(document.name))] = block
+                read += 1
+    return read
+
+
+def drop_preloaded(kind: str, block_names: list[str]) -> None:
+    """Forget the blocks :func:`preload_blocks` read that no load took (a session's end)."""
+    with _lock:
+        for name in block_names:
+            _preloaded.pop((kind, name), None)
 
 
 async def open_source(
@@ -105,7 +163,7 @@ async def open_source(
     ``config`` is the instance's non-secret settings (a Telegram chat's id): instances that
     share a block but differ in config (the chats of one account) get a source each.
     ``binding``: the instance's ``block_binding``; a block carrying another key is refused."""
-    key = f"{kind}:{block_name}" + (f":{json.dumps(config, sort_keys=True, default=str)}" if config else "")
+    key = _key(kind, block_name, config)
     with _lock:
         cached = _opened.get(key)
     if cached is not None:
@@ -127,6 +185,18 @@ def forget_sources() -> None:
         for opened in _opened.values():
             opened.source.close()
         _opened.clear()
+        _preloaded.clear()
 
 
-__all__ = ["BLOCK_TYPES", "Opened", "block_type", "check_binding", "forget_sources", "load_block", "open_source"]
+__all__ = [
+    "BLOCK_TYPES",
+    "Opened",
+    "block_type",
+    "check_binding",
+    "drop_preloaded",
+    "forget_sources",
+    "is_open",
+    "load_block",
+    "open_source",
+    "preload_blocks",
+]

@@ -14,7 +14,7 @@ from flows.instance_sync import sync_instance
 from syncflow import names
 from syncflow.settings import get_settings
 from syncflow.store.models import Category, SessionStatus, SyncType
-from tasks import artifacts
+from tasks import artifacts, sync
 from tasks import prefect_api as pf
 from tasks import session as book
 from tasks import session_control as ctl
@@ -134,6 +134,8 @@ async def sync_session(
             if progress is not None:
                 await artifacts.update_progress(progress, done, len(plan.records), plan.session_id)
 
+    # the subflows run here: their blocks in a request per page of 200, not one per instance
+    preloaded = await sync.preload_blocks(plan.records) if not scale_out and len(plan.records) > 1 else {}
     watcher = asyncio.create_task(ctl.watch_cancellation(plan.session_id, flow_run_runtime.id, on_cancel))
     try:
         for i, rec in enumerate(plan.records):
@@ -142,6 +144,7 @@ async def sync_session(
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        sync.drop_preloaded(preloaded)
     errors = [o for o in outcomes if isinstance(o, Exception)]
     if errors:  # e.g. no slot could be had: records that never ran must not stay pending
         logger.error("session %s: %d instance(s) could not run: %s", plan.session_id, len(errors), errors[0])

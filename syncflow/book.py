@@ -42,6 +42,8 @@ class PlannedRecord:
     priority: int
     options: dict[str, Any] | None
     kind: str = "http-seq"  # the instance's kind: which subflow syncs it
+    block_name: str | None = None  # the instance's connection block (read ahead by the session)
+    config: dict[str, Any] | None = None  # its non-secret settings (a Telegram chat's id)
 
 
 @dataclass(frozen=True)
@@ -54,15 +56,17 @@ class PlannedSession:
 def _planned(s: Session, row: SyncSession) -> PlannedSession:
     recs = sessions_.records_in_order(s, session_id=row.session_id)
     ids = {r.instance_id for r in recs}
-    kinds = {iid: kind for iid, kind in s.execute(select(Instance.id, Instance.kind).where(Instance.id.in_(ids)))}
-    return PlannedSession(
-        session_id=row.session_id,
-        category=row.sync_category,
-        records=[
-            PlannedRecord(r.id, r.instance_name or "", r.priority, r.options, kinds.get(r.instance_id, "http-seq"))
-            for r in recs
-        ],
-    )
+    found = {
+        iid: (kind, block_name, config)
+        for iid, kind, block_name, config in s.execute(
+            select(Instance.id, Instance.kind, Instance.block_name, Instance.config).where(Instance.id.in_(ids))
+        )
+    }
+    records = []
+    for r in recs:
+        kind, block_name, config = found.get(r.instance_id, ("http-seq", None, None))
+        records.append(PlannedRecord(r.id, r.instance_name or "", r.priority, r.options, kind, block_name, config))
+    return PlannedSession(session_id=row.session_id, category=row.sync_category, records=records)
 
 
 # ------------------------------------------------------------------------- opening

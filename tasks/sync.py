@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as task_run_runtime
 
+from blocks import connections
 from blocks.connections import open_source
 from syncflow import engine
 from syncflow.engine import lease
@@ -66,6 +68,30 @@ async def begin_sync(
     if isinstance(run, engine.InstanceRun):
         lease.keep(instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease_seconds)
     return run
+
+
+async def preload_blocks(records: Iterable[Any]) -> dict[str, list[str]]:
+    """Read ahead the blocks of a session's instances (``kind``, ``block_name``, ``config``: a
+    :class:`syncflow.book.PlannedRecord`) whose source this process has not opened: a page of
+    block documents per Prefect request, instead of one request per instance on its critical
+    path. A failure only logs: each instance then reads its own block, and its record says what
+    is wrong. Returns what was asked for, per kind (for :func:`drop_preloaded`)."""
+    wanted: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.block_name and not connections.is_open(rec.kind, rec.block_name, rec.config):
+            wanted.setdefault(rec.kind, []).append(rec.block_name)
+    for kind, names in wanted.items():
+        try:
+            await connections.preload_blocks(kind, names)
+        except Exception as exc:  # the instances load their own blocks
+            log.debug("could not read the %s blocks ahead: %s: %s", kind, type(exc).__name__, exc)
+    return wanted
+
+
+def drop_preloaded(wanted: dict[str, list[str]]) -> None:
+    """Forget the blocks :func:`preload_blocks` read that no instance took (the session ended)."""
+    for kind, names in wanted.items():
+        connections.drop_preloaded(kind, names)
 
 
 @dataclass(frozen=True)
@@ -231,8 +257,10 @@ __all__ = [
     "ReadPlan",
     "Snapshot",
     "begin_sync",
+    "drop_preloaded",
     "finish_sync",
     "plan_read",
+    "preload_blocks",
     "read_snapshot",
     "retry_transient",
     "store_snapshot",

@@ -21,6 +21,7 @@ from blocks.connections import forget_sources
 from blocks.seq_http import SeqHttpInstance
 from flows.session_sync import sync_session
 from syncflow.settings import reset_settings
+from syncflow.store import instances as inst_svc
 from syncflow.store import sessions as book
 from syncflow.store.db import session_scope
 from syncflow.store.models import Instance, Message, SyncConfigItem, SyncInstanceRecord, SyncSession, utcnow
@@ -422,6 +423,82 @@ def test_a_waiter_gets_a_slot_freed_by_another_process_at_its_next_poll(
 
 
 # ------------------------------------------------------------------ 2. priority order
+
+
+def _count_block_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The block documents read one by one (by name) and the pages read ahead, in this process."""
+    from prefect.client.orchestration import PrefectClient
+
+    from blocks import connections
+
+    real_one, real_ahead = PrefectClient.read_block_document_by_name, connections.preload_blocks
+    reads: dict[str, list[Any]] = {"by_name": [], "ahead": []}
+
+    async def by_name(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        reads["by_name"].append(name)
+        return await real_one(self, name, *args, **kwargs)
+
+    async def ahead(kind: str, block_names: list[str]) -> int:
+        reads["ahead"].append(sorted(block_names))
+        return await real_ahead(kind, block_names)
+
+    monkeypatch.setattr(PrefectClient, "read_block_document_by_name", by_name)
+    monkeypatch.setattr(connections, "preload_blocks", ahead)
+    return reads
+
+
+def test_a_session_reads_its_blocks_ahead_in_one_request_and_each_instance_still_checks_its_own(
+    wiring: Any, seq_server: SeqServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent reads the blocks of all its instances in one request, not one per instance on
+    each instance's critical path. Each instance still gets the errors of its own block: one
+    whose block does not exist fails naming it (read by name, found missing), one whose block
+    carries another instance's key is refused; the others sync; nothing read ahead is kept."""
+    from blocks import connections
+
+    seq_server.append(300)
+    blocks = {name: wiring.add(name, seq_server) for name in ("ra-1", "ra-2", "ra-3", "ra-wrong")}
+    with session_scope(engine) as s:
+        s.execute(update(Instance).where(Instance.name == "ra-wrong").values(block_binding="e" * 64))
+        inst_svc.add_instance(s, name="ra-missing", kind="http-seq", block_name="t-no-such-block")
+    reads = _count_block_reads(monkeypatch)
+
+    state, _ = run_session(category="messages", instances=["ra-1", "ra-2", "ra-3", "ra-wrong", "ra-missing"])
+
+    assert state.is_failed()  # two instances failed, as they should
+    assert reads["ahead"] == [sorted([*blocks.values(), "t-no-such-block"])]  # one read ahead, every block
+    assert reads["by_name"] == ["t-no-such-block"]  # only the block that was not found is asked for again
+    by_name = {r.instance_name: r for r in records(engine)}
+    assert {n: by_name[n].status for n in ("ra-1", "ra-2", "ra-3")} == dict.fromkeys(
+        ("ra-1", "ra-2", "ra-3"), "completed"
+    )
+    assert all(by_name[n].items_synced == 300 for n in ("ra-1", "ra-2", "ra-3"))
+    assert by_name["ra-missing"].status == "failed"
+    assert "t-no-such-block" in (by_name["ra-missing"].error_message or "")
+    assert by_name["ra-wrong"].status == "failed"
+    assert "is not the one it was registered with" in (by_name["ra-wrong"].error_message or "")
+    assert connections._preloaded == {}  # taken by its instance, or dropped at the session's end
+
+
+def test_when_the_blocks_cannot_be_read_ahead_each_instance_reads_its_own(
+    wiring: Any, seq_server: SeqServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading ahead only saves requests: when it fails, the session goes on as before."""
+    from blocks import connections
+
+    seq_server.append(200)
+    blocks = [wiring.add(name, seq_server) for name in ("rb-1", "rb-2")]
+    reads = _count_block_reads(monkeypatch)
+
+    async def refused(kind: str, block_names: list[str]) -> int:
+        raise RuntimeError("the Prefect API refused the filter")
+
+    monkeypatch.setattr(connections, "preload_blocks", refused)
+    state, _ = run_session(category="messages", instances=["rb-1", "rb-2"])
+
+    assert state.is_completed()
+    assert sorted(reads["by_name"]) == sorted(blocks)
+    assert [(r.status, r.items_synced) for r in records(engine)] == [("completed", 200), ("completed", 200)]
 
 
 def test_limit_1_runs_instances_in_priority_order(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
