@@ -192,9 +192,8 @@ class SessionBench:
             seq.start()
             order = [v for v in VARIANTS if v in self.config.variants]
             for round_no in range(self.config.repeat):
-                turn = (
-                    order[round_no % len(order) :] + order[: round_no % len(order)]
-                )  # each variant goes first in turn
+                first = round_no % len(order)  # each variant goes first in turn (the machine drifts)
+                turn = order[first:] + order[:first]
                 for limit in self.config.limits:
                     for variant in turn:
                         if variant == "syncflow":
