@@ -163,18 +163,13 @@ def settle(root: int, *, idle_cpu: float = 0.1, window: float = 1.0, timeout: fl
     Returns (seconds waited, CPU seconds the tree used meanwhile); gives up after ``timeout``.
     """
     start = time.perf_counter()
-    first = tree_cpu_seconds(root)
-    marks = [(start, first)]
+    first = before = tree_cpu_seconds(root)
     while True:
-        time.sleep(window / 4)
+        time.sleep(window)
         now, cpu = time.perf_counter(), tree_cpu_seconds(root)
-        marks.append((now, cpu))
-        while len(marks) > 1 and now - marks[1][0] >= window:
-            marks.pop(0)
-        if now - marks[0][0] >= window and (cpu - marks[0][1]) / (now - marks[0][0]) < idle_cpu:
+        if (cpu - before) / window < idle_cpu or now - start >= timeout:
             return now - start, cpu - first
-        if now - start >= timeout:
-            return now - start, cpu - first
+        before = cpu
 
 
 # --------------------------------------------------------------------------- processes

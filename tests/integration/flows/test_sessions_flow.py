@@ -422,9 +422,6 @@ def test_a_waiter_gets_a_slot_freed_by_another_process_at_its_next_poll(
     set_limit("messages", 3)
 
 
-# ------------------------------------------------------------------ 2. priority order
-
-
 def _count_block_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """The block documents read one by one (by name) and the pages read ahead, in this process."""
     from prefect.client.orchestration import PrefectClient
@@ -499,6 +496,9 @@ def test_when_the_blocks_cannot_be_read_ahead_each_instance_reads_its_own(
     assert state.is_completed()
     assert sorted(reads["by_name"]) == sorted(blocks)
     assert [(r.status, r.items_synced) for r in records(engine)] == [("completed", 200), ("completed", 200)]
+
+
+# ------------------------------------------------------------------ 2. priority order
 
 
 def test_limit_1_runs_instances_in_priority_order(wiring: Any, seq_server: SeqServer, engine: Engine) -> None:
