@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if session_run is not None:
         print("\nSession detail:\n")
         print(sessions_mod.markdown(session_run))
+        rounds = sessions_mod.rounds_table(session_run)
+        if rounds:
+            print("\n" + rounds)
         print("\nPrefect API per instance (whole process / instances):\n")
         print(sessions_mod.api_table(session_run))
     print(f"\n(results: {args.out})")

@@ -10,6 +10,12 @@ process asks Prefect for a slot only when one of its own is free, so a freed slo
 next subflow at once and no request is answered 423 with a Retry-After (the hand-over the issue
 requires of syncflow, at Prefect's own cost: fewer slot requests than syncflow makes).
 
+With ``"data": {...}`` (the ``floor-data`` variant; ``floor-data-handover`` with the gate too),
+the same shape carries the same data as syncflow's session: each subflow's one task runs the raw
+pipeline (:func:`bench.raw.pull`, in a thread, on a pooled connection and one shared HTTP client)
+for its own instance of a fresh store, so the session's speed-up can be held against Prefect's
+shape doing the same work at its least.
+
 No product code: only Prefect. The benchmark runs these on the same Prefect server, at the same
 limits, right next to syncflow's runs, and times each process from spawn to exit (the floor of
 "a session" and of "a single run"). ``SPEC`` is JSON: ``{"out": path, "spawned_at": t,
@@ -52,7 +58,56 @@ def set_limit(api_url: str, name: str, limit: int) -> None:
             raise RuntimeError(f"{name}: {got['limit']} slots, {got['active_slots']} active after setting {limit}")
 
 
-def _flows() -> tuple[Any, Any]:
+class _Pull:
+    """The raw pipeline for subflow ``i`` of a ``floor-data`` session (``spec["data"]``: the seq
+    server, its token, the store, the page size and ``targets``, ``[instance_id, item_id]`` per
+    subflow). Connections are pooled (one per concurrent pull), as a long-lived process would."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        import queue
+        import threading
+
+        import httpx
+
+        self.data = data
+        self.pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        headers = {"Authorization": f"Bearer {data['token']}", "Content-Type": "application/json"}
+        self.http = httpx.Client(base_url=data["base_url"], headers=headers, timeout=30.0)
+        self.messages = 0
+
+    def __call__(self, i: int) -> int:
+        import queue
+
+        from bench import raw
+
+        instance_id, item_id = self.data["targets"][i]
+        try:
+            conn = self.pool.get_nowait()
+        except queue.Empty:
+            conn = raw.connect(self.data["conninfo"])
+        try:
+            stats = raw.pull(
+                conn, self.http, instance_id=instance_id, item_id=item_id, batch_size=self.data["batch_size"]
+            )
+        finally:
+            self.pool.put(conn)
+        with self.lock:
+            self.messages += stats.messages
+        return stats.messages
+
+    def close(self) -> None:
+        import queue
+
+        self.http.close()
+        while True:
+            try:
+                self.pool.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _flows(pull: _Pull | None = None) -> tuple[Any, Any]:
     import asyncio
     import contextlib
 
@@ -62,6 +117,8 @@ def _flows() -> tuple[Any, Any]:
 
     @task(name="floor-noop", cache_policy=NO_CACHE)
     async def noop(i: int) -> int:
+        if pull is not None:
+            return await asyncio.to_thread(pull, i)
         return i
 
     @flow(name="floor-instance")
@@ -89,24 +146,30 @@ def main(argv: list[str]) -> int:
     counter = ApiCounter().install()
     import asyncio
 
-    floor_session, _ = _flows()
+    pull = _Pull(spec["data"]) if spec.get("data") else None
+    floor_session, _ = _flows(pull)
     imported = time.time()
     call = time.perf_counter()
-    if mode == "single":
-        done = asyncio.run(floor_session(1, None))
-    else:
-        limit_name = spec.get("limit_name", FLOOR_LIMIT)
-        done = asyncio.run(floor_session(int(spec["instances"]), limit_name, int(spec.get("gate") or 0)))
+    try:
+        if mode == "single":
+            done = asyncio.run(floor_session(1, None))
+        else:
+            limit_name = spec.get("limit_name", FLOOR_LIMIT)
+            done = asyncio.run(floor_session(int(spec["instances"]), limit_name, int(spec.get("gate") or 0)))
+    finally:
+        if pull is not None:
+            pull.close()
     wall = time.perf_counter() - call
     user, system = probe.cpu_seconds()
     report = {
-        "variant": "floor-handover" if spec.get("gate") else "floor",
+        "variant": ("floor-data" if pull is not None else "floor") + ("-handover" if spec.get("gate") else ""),
         "mode": mode,
         "instances": done,
         "wall_s": wall,
         "process_start_to_call_s": imported - spec["spawned_at"],
         "peak_rss_mb": probe.peak_rss_mb(),
         "cpu_s": user + system,
+        "messages": pull.messages if pull is not None else 0,
         **counter.report(),
     }
     Path(spec["out"]).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))

@@ -79,50 +79,70 @@ class RawStats:
 
 def sync(spec: RawSpec, spans: probe.Spans) -> RawStats:
     """Pull every page after the stored cursor into ``messages``; one transaction per page."""
-    stats = RawStats()
     headers = {"Authorization": f"Bearer {spec.token}", "Content-Type": "application/json"}
-    with (
-        psycopg.connect(spec.conninfo, autocommit=True) as conn,
-        httpx.Client(base_url=spec.base_url, headers=headers, timeout=30.0) as http,
-    ):
-        conn.execute(_STAGE_DDL)
-        row = conn.execute("SELECT last_seq FROM sync_config_items WHERE id = %s", (spec.item_id,)).fetchone()
-        last = (row[0] if row else None) or 0
-        while True:
-            with spans.timed(probe.FETCH):
-                body = orjson.dumps({"lastSeq": last, "count": spec.batch_size, "timestamp": time.time_ns() // 10**6})
-                response = http.post(SYNC_PATH, content=body)
-                response.raise_for_status()
-                doc = orjson.loads(response.content)
-                if doc["code"] != 0:
-                    raise RuntimeError(f"server answered code={doc['code']}: {doc.get('message')}")
-                data = doc["data"]
-                messages = data["messages"]
-            if messages:
-                with spans.timed(probe.STORE), conn.transaction(), conn.cursor() as cur:
-                    with cur.copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for m in messages:
-                            copy.write_row(
-                                (
-                                    m["messageID"],
-                                    m.get("serverMsgID"),
-                                    m["seq"],
-                                    m["conversationID"],
-                                    m["senderID"],
-                                    m["messageType"],
-                                    m["content"],
-                                    m["createTime"],
-                                    m["serverTime"],
-                                )
+    with connect(spec.conninfo) as conn, httpx.Client(base_url=spec.base_url, headers=headers, timeout=30.0) as http:
+        return pull(
+            conn, http, instance_id=spec.instance_id, item_id=spec.item_id, batch_size=spec.batch_size, spans=spans
+        )
+
+
+def connect(conninfo: str) -> psycopg.Connection[Any]:
+    """A connection :func:`pull` can use (autocommit, with its staging table)."""
+    conn = psycopg.connect(conninfo, autocommit=True)
+    conn.execute(_STAGE_DDL)
+    return conn
+
+
+def pull(
+    conn: psycopg.Connection[Any],
+    http: httpx.Client,
+    *,
+    instance_id: int,
+    item_id: int,
+    batch_size: int,
+    spans: probe.Spans | None = None,
+) -> RawStats:
+    """The pipeline on an open connection (:func:`connect`) and client (``http`` sends the
+    token): every page after the stored cursor, one transaction each."""
+    stats = RawStats()
+    spans = spans or probe.Spans()
+    row = conn.execute("SELECT last_seq FROM sync_config_items WHERE id = %s", (item_id,)).fetchone()
+    last = (row[0] if row else None) or 0
+    while True:
+        with spans.timed(probe.FETCH):
+            body = orjson.dumps({"lastSeq": last, "count": batch_size, "timestamp": time.time_ns() // 10**6})
+            response = http.post(SYNC_PATH, content=body)
+            response.raise_for_status()
+            doc = orjson.loads(response.content)
+            if doc["code"] != 0:
+                raise RuntimeError(f"server answered code={doc['code']}: {doc.get('message')}")
+            data = doc["data"]
+            messages = data["messages"]
+        if messages:
+            with spans.timed(probe.STORE), conn.transaction(), conn.cursor() as cur:
+                with cur.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for m in messages:
+                        copy.write_row(
+                            (
+                                m["messageID"],
+                                m.get("serverMsgID"),
+                                m["seq"],
+                                m["conversationID"],
+                                m["senderID"],
+                                m["messageType"],
+                                m["content"],
+                                m["createTime"],
+                                m["serverTime"],
                             )
-                    cur.execute(_UPSERT, {"instance_id": spec.instance_id})
-                    last = max(last, messages[-1]["seq"])
-                    cur.execute(_CURSOR, {"seq": last, "item_id": spec.item_id})
-                stats.messages += len(messages)
-                stats.batches += 1
-            if not data["hasMore"] or not messages:
-                break
+                        )
+                cur.execute(_UPSERT, {"instance_id": instance_id})
+                last = max(last, messages[-1]["seq"])
+                cur.execute(_CURSOR, {"seq": last, "item_id": item_id})
+            stats.messages += len(messages)
+            stats.batches += 1
+        if not data["hasMore"] or not messages:
+            break
     stats.cursor = last
     return stats
 

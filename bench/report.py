@@ -183,23 +183,32 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
             )
             if any(r.check is not None and not r.check.ok for r in sf_runs):
                 failed.append(f"session limit {limit}")
-            handover = [
-                r for r in sessions.runs if r.variant == "floor-handover" and r.limit == limit and not r.profiled
-            ]
-            if handover:
-                walls["floor-handover", limit] = _med([r.process_wall_s for r in handover])
+            for variant, what, name in (
+                (
+                    "floor-handover",
+                    "the floor with an in-process hand-over (no 423, no Retry-After)",
+                    "hand-over floor",
+                ),
+                ("floor-data", "the floor whose tasks pull and store the same messages (raw pipeline)", "data floor"),
+                ("floor-data-handover", "the data floor with the in-process hand-over", "data hand-over floor"),
+            ):
+                base = [r for r in sessions.runs if r.variant == variant and r.limit == limit and not r.profiled]
+                if not base:
+                    continue
+                walls[variant, limit] = _med([r.process_wall_s for r in base])
                 rows.append(
                     [
-                        f"session {scfg.instances}x{scfg.messages:,}, limit {limit}: the floor with an in-process "
-                        "hand-over (no 423, no Retry-After)",
+                        f"session {scfg.instances}x{scfg.messages:,}, limit {limit}: {what}",
                         "-",
                         "-",
-                        _cell(walls["floor-handover", limit], _med([r.child.get("peak_rss_mb") for r in handover])),
+                        _cell(walls[variant, limit], _med([r.child.get("peak_rss_mb") for r in base])),
                         "-",
-                        _ratio(_per_round_session_ratio(sf_runs, handover), "hand-over floor", None),
-                        _load([r.load_before for r in handover]),
+                        _ratio(_per_round_session_ratio(sf_runs, base), name, None),
+                        _load([r.load_before for r in base]),
                     ]
                 )
+                if any(r.check is not None and not r.check.ok for r in base):
+                    failed.append(f"{variant} limit {limit}")
         if 1 in scfg.limits and len(scfg.limits) > 1:
             top = max(scfg.limits)
             fs = _speedup(walls.get(("floor", 1)), walls.get(("floor", top)))
@@ -215,19 +224,24 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
                     "",
                 ]
             )
-            hs = _speedup(walls.get(("floor-handover", 1)), walls.get(("floor-handover", top)))
-            if hs:
-                rows.append(
-                    [
-                        f"session speed-up, limit 1 → {top}, against the hand-over floor",
-                        "-",
-                        "-",
-                        f"{hs:.2f}x",
-                        f"{ss:.2f}x" if ss else "-",
-                        _ratio(ss / hs if ss else None, "hand-over floor's", None),
-                        "",
-                    ]
-                )
+            for variant, what in (
+                ("floor-handover", "the hand-over floor"),
+                ("floor-data", "the data floor"),
+                ("floor-data-handover", "the data hand-over floor"),
+            ):
+                hs = _speedup(walls.get((variant, 1)), walls.get((variant, top)))
+                if hs:
+                    rows.append(
+                        [
+                            f"session speed-up, limit 1 → {top}, against {what}",
+                            "-",
+                            "-",
+                            f"{hs:.2f}x",
+                            f"{ss:.2f}x" if ss else "-",
+                            _ratio(ss / hs if ss else None, what.removeprefix("the ") + "'s", None),
+                            "",
+                        ]
+                    )
     if engine is not None:
         floors = engine.floor_single
         rows.append(

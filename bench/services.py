@@ -172,6 +172,22 @@ def settle(root: int, *, idle_cpu: float = 0.1, window: float = 1.0, timeout: fl
         before = cpu
 
 
+def cpu_probe(rounds: int = 3) -> float:
+    """Milliseconds a fixed pure-Python workload takes here now (the fastest of ``rounds``).
+
+    The 2-vCPU machine's speed drifts: the same deterministic session has used 4.7 and 8.3
+    CPU-s of its process within one sitting. Taken before each timed run, this says how fast
+    the machine was then, so a slow run can be told from a slow program."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(500_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
 # --------------------------------------------------------------------------- processes
 
 

@@ -15,6 +15,10 @@ fast seq server (:mod:`bench.fastseq`; each instance has its own cursor and fetc
 - **floor-handover**: the same, behind an in-process ``asyncio.Semaphore(L)``: a slot is asked of
   Prefect only when one of the process's own is free, so a freed slot passes on at once and no
   request waits out a 423's Retry-After (the hand-over syncflow must have, at Prefect's own cost);
+- **floor-data**: the floor carrying the same data (a fresh store with N instances, not timed):
+  each subflow's task runs the raw pipeline (:func:`bench.raw.pull`) for its instance, so the
+  session's speed-up 1 -> L can be held against Prefect's shape doing the same work at its least;
+- **floor-data-handover**: the floor with both: the same data, and the hand-over;
 - **syncflow**: a setup child (not timed) makes a fresh PostgreSQL store with N instances and
   their blocks, and ``tag:sync:messages`` is set to L; then ``syncflow sync run --category
   messages --instance ... --no-metadata --quiet`` runs in a child (the CLI a user runs; the parent
@@ -54,13 +58,22 @@ import psycopg
 
 from bench import _product
 from bench.floor import FLOOR_LIMIT, set_limit
-from bench.services import BenchEnv, CpuSampler, PgDatabases, SeqServerProcess, ServiceError, conninfo, settle
+from bench.services import (
+    BenchEnv,
+    CpuSampler,
+    PgDatabases,
+    SeqServerProcess,
+    ServiceError,
+    conninfo,
+    cpu_probe,
+    settle,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-a-secret"
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OUT = Path("bench/results/sessions.json")
-VARIANTS = ("floor", "floor-handover", "syncflow")
+VARIANTS = ("floor", "floor-handover", "floor-data", "floor-data-handover", "syncflow")
 DEFAULT_VARIANTS = ",".join(VARIANTS)
 
 
@@ -75,7 +88,7 @@ class SessionConfig:
     repeat: int = 1
     child_timeout: float = 3600.0
     keep_logs: Path | None = None
-    variants: tuple[str, ...] = ("floor", "floor-handover", "syncflow")
+    variants: tuple[str, ...] = VARIANTS
     profile_dir: Path | None = None
     """When set, the syncflow runs at ``profile_limits`` run under ``py-spy record``."""
     profile_limits: tuple[int, ...] = (3,)
@@ -119,6 +132,8 @@ class SessionRun:
     """Seconds waited before the run for the Prefect server to go idle (``--no-settle``: 0)."""
     settle_cpu_s: float = 0.0
     """The server's CPU seconds meanwhile: the backlog of what ran before, not timed in this run."""
+    probe_ms: float | None = None
+    """:func:`bench.services.cpu_probe` right before the run: how fast the machine was then."""
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -192,14 +207,17 @@ class SessionBench:
             seq.start()
             order = [v for v in VARIANTS if v in self.config.variants]
             for round_no in range(self.config.repeat):
-                first = round_no % len(order)  # each variant goes first in turn (the machine drifts)
-                turn = order[first:] + order[:first]
-                for limit in self.config.limits:
-                    for variant in turn:
+                # The machine drifts within minutes: each variant goes first in turn, and runs its
+                # limits back to back (a speed-up is one variant's two walls), in turn ascending
+                # and descending.
+                first = round_no % len(order)
+                limits = self.config.limits if round_no % 2 == 0 else self.config.limits[::-1]
+                for variant in order[first:] + order[:first]:
+                    for limit in limits:
                         if variant == "syncflow":
                             runs.append(self._syncflow(limit, round_no, seq))
                         else:
-                            runs.append(self._floor(limit, round_no, seq, handover=variant == "floor-handover"))
+                            runs.append(self._floor(limit, round_no, seq, variant))
         finally:
             try:
                 seq.stop()
@@ -246,30 +264,78 @@ class SessionBench:
         """Wait for the Prefect server to finish the work of what ran before (seconds, its CPU s)."""
         return settle(self.env.prefect["pid"]) if self.config.settle else (0.0, 0.0)
 
-    def _floor(self, limit: int, round_no: int, seq: SeqServerProcess, *, handover: bool = False) -> SessionRun:
+    def _floor(self, limit: int, round_no: int, seq: SeqServerProcess, variant: str) -> SessionRun:
         cfg = self.config
-        variant = "floor-handover" if handover else "floor"
         label = f"{variant}-limit{limit}-{round_no}"
         set_limit(self.env.prefect["api_url"], FLOOR_LIMIT, limit)
         out = self.workdir / f"{label}.json"
-        spec = {"out": str(out), "instances": cfg.instances, "limit_name": FLOOR_LIMIT}
-        spec["gate"] = limit if handover else 0
+        spec: dict[str, Any] = {"out": str(out), "instances": cfg.instances, "limit_name": FLOOR_LIMIT}
+        spec["gate"] = limit if variant.endswith("-handover") else 0
+        url = None
+        if variant.startswith("floor-data"):
+            url = self.dbs.create(f"floor_limit{limit}_{round_no}")
+            spec["data"] = {
+                "base_url": seq.url,
+                "token": TOKEN,
+                "conninfo": conninfo(url),
+                "batch_size": cfg.batch_size,
+                "targets": self._store_targets(label, url),
+            }
+            self.dbs.checkpoint()
         settled = self._settle()
-        load = os.getloadavg()[0]
-        with CpuSampler({"prefect-server": self.env.prefect["pid"]}) as cpu:
+        load, probe = os.getloadavg()[0], cpu_probe()
+        with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
                 label, [sys.executable, "-m", "bench.floor", "session", json.dumps(spec)], self.env.child_env
             )
         child = json.loads(out.read_bytes())
+        check = None
+        if url is not None:
+            check = self._check_rows(url, child)
+            self.dbs.drop(url)
+        status = "" if check is None else ", check " + ("ok" if check.ok else "FAIL: " + "; ".join(check.problems))
         self.progress(
             f"  {variant}, limit {limit}: process {wall:.2f}s (flow {child['wall_s']:.2f}s), "
-            f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}{_settled(settled)}"
+            f"{child['peak_rss_mb']:.0f} MB, load {load:.1f}, probe {probe:.0f} ms{_settled(settled)}{status}"
         )
         return SessionRun(
-            variant, limit, round_no, cfg.instances, 0, child["wall_s"], wall, child, {}, cpu.used, None, load,
-            settle_s=settled[0], settle_cpu_s=settled[1],
+            variant, limit, round_no, cfg.instances, cfg.messages if url else 0, child["wall_s"], wall, child, {},
+            cpu.used, check, load, settle_s=settled[0], settle_cpu_s=settled[1], probe_ms=probe,
         )  # fmt: skip
+
+    def _store_targets(self, label: str, url: str) -> list[list[int]]:
+        """A fresh store with the session's instances (no blocks): ``[instance_id, item_id]`` each."""
+        out = self.workdir / f"{label}-targets.json"
+        code = (
+            "import json,sys; from bench import _product; s=json.loads(sys.argv[1]); "
+            "_product.migrate(s['url']); "
+            "ids=[_product.register_instance(s['url'], name=n, block_name=None) for n in s['names']]; "
+            "open(s['out'],'w').write(json.dumps(ids))"
+        )
+        setup = {"url": url, "names": self.names, "out": str(out)}
+        self._process(f"{label}-setup", [sys.executable, "-c", code, json.dumps(setup)], self.env.child_env)
+        return [list(t) for t in json.loads(out.read_text())]
+
+    def _check_rows(self, url: str, child: dict[str, Any]) -> SessionCheck:
+        """What the floor with data stored: every instance's messages, once, and its cursor at the end."""
+        cfg = self.config
+        expected = cfg.instances * cfg.messages
+        with psycopg.connect(conninfo(url)) as conn:
+            rows = conn.execute("SELECT count(*), count(DISTINCT (instance_id, message_id)) FROM messages").fetchone()
+            behind = conn.execute(
+                "SELECT count(*) FROM sync_config_items WHERE category = 'messages' AND coalesce(last_seq, 0) < %s",
+                (cfg.messages,),
+            ).fetchone()
+        stored, distinct = (rows or (0, 0))[0], (rows or (0, 0))[1]
+        problems = []
+        if stored != expected or distinct != stored:
+            problems.append(f"{stored:,} rows ({distinct:,} distinct), expected {expected:,}")
+        if behind and behind[0]:
+            problems.append(f"{behind[0]} cursor(s) short of {cfg.messages}")
+        if child.get("messages") != expected:
+            problems.append(f"the child pulled {child.get('messages')} messages, expected {expected:,}")
+        return SessionCheck(cfg.instances, cfg.instances, 0, stored, expected, problems)
 
     def _syncflow(self, limit: int, round_no: int, seq: SeqServerProcess) -> SessionRun:
         cfg = self.config
@@ -295,7 +361,7 @@ class SessionBench:
         out = self.workdir / f"{label}.json"
         profile = cfg.profile_dir is not None and limit in cfg.profile_limits
         settled = self._settle()
-        load = os.getloadavg()[0]
+        load, probe = os.getloadavg()[0], cpu_probe()
         spec: dict[str, Any] = {"mode": "cli", "argv": _product.sync_session_argv(self.names), "out": str(out)}
         with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
             spec["spawned_at"] = time.time()
@@ -307,13 +373,14 @@ class SessionBench:
         self.dbs.drop(url)
         run = SessionRun(
             "syncflow", limit, round_no, cfg.instances, cfg.messages, child["wall_s"], wall, child, timeline,
-            cpu.used, check, load, profile, settled[0], settled[1],
+            cpu.used, check, load, profile, settled[0], settled[1], probe,
         )  # fmt: skip
         status = "ok" if check.ok else "FAIL: " + "; ".join(check.problems)
         self.progress(
             f"  syncflow, limit {limit}: process {wall:.2f}s (call {child['wall_s']:.2f}s), "
             f"max {timeline.get('max_running', 0)} running at once, {child['peak_rss_mb']:.0f} MB, "
-            f"load {load:.1f}{' (profiled)' if profile else ''}{_settled(settled)}, check {status}"
+            f"load {load:.1f}, probe {probe:.0f} ms{' (profiled)' if profile else ''}{_settled(settled)}, "
+            f"check {status}"
         )
         return run
 
@@ -388,6 +455,11 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _range(values: Iterable[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{min(known):.0f}-{max(known):.0f}" if known else "-"
+
+
 def median_of(runs: list[SessionRun], get: Callable[[SessionRun], float | None]) -> float | None:
     values = [v for v in (get(r) for r in runs) if v is not None]
     return statistics.median(values) if values else None
@@ -399,13 +471,13 @@ def markdown(run: SessionBenchRun) -> str:
 
     cfg = run.config
     lines = [
-        f"Sessions: {cfg.instances} instances x {cfg.messages:,} messages (syncflow), the floor's {cfg.instances} "
-        f"no-op subflows; one Prefect server ({run.prefect.get('db')}); median of {cfg.repeat} round(s); "
-        "process = spawn to exit.",
+        f"Sessions: {cfg.instances} instances x {cfg.messages:,} messages (syncflow and the data floors), the "
+        f"floors' {cfg.instances} subflows of one task; one Prefect server ({run.prefect.get('db')}); "
+        f"median of {cfg.repeat} round(s); process = spawn to exit.",
         "",
         "| variant | limit | process s | call s | max at once | gap/instance s | REST calls/instance "
-        "| 423s/instance | events/instance | peak RSS MB | CPU proc s | CPU prefect srv s | load | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| 423s/instance | events/instance | peak RSS MB | CPU proc s | CPU prefect srv s | load | probe ms | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for variant in cfg.variants:
         for limit in cfg.limits:
@@ -431,8 +503,50 @@ def markdown(run: SessionBenchRun) -> str:
                 f"| {statistics.median(c['events'] for c in cats) / n:.1f} "
                 f"| {_f(median_of(rs, lambda r: r.child.get('peak_rss_mb')), 0)} | {_f(cpu_proc)} "
                 f"| {_f(median_of(rs, lambda r: r.cpu.get('prefect-server')))} "
-                f"| {min(loads):.1f}-{max(loads):.1f} | {check} |"
+                f"| {min(loads):.1f}-{max(loads):.1f} | {_range([r.probe_ms for r in rs])} | {check} |"
             )
+    return "\n".join(lines)
+
+
+def rounds_table(run: SessionBenchRun) -> str:
+    """Per round: each variant's walls at the lowest and highest limit, its speed-up, and
+    syncflow's speed-up over each floor's (the per-round ratios whose median is quoted)."""
+    cfg = run.config
+    low, high = min(cfg.limits), max(cfg.limits)
+    if low == high or "syncflow" not in cfg.variants:
+        return ""
+    walls = {(r.variant, r.limit, r.round): r.process_wall_s for r in run.runs if not r.profiled}
+    floors = [v for v in cfg.variants if v != "syncflow"]
+    lines = [
+        f"Per round: process walls at limit {low} / {high}, the speed-up, and syncflow's speed-up over each floor's.",
+        "",
+        "| round | "
+        + " | ".join(f"{v} L{low} / L{high}" for v in cfg.variants)
+        + " | "
+        + " | ".join(f"syncflow / {v}" for v in floors)
+        + " |",
+        "|---:|" + "---:|" * (len(cfg.variants) + len(floors)),
+    ]
+    ratios: dict[str, list[float]] = {v: [] for v in floors}
+    for n in range(cfg.repeat):
+        ups: dict[str, float] = {}
+        cells = []
+        for v in cfg.variants:
+            a, b = walls.get((v, low, n)), walls.get((v, high, n))
+            if a and b:
+                ups[v] = a / b
+                cells.append(f"{a:.2f} / {b:.2f} ({a / b:.2f}x)")
+            else:
+                cells.append("-")
+        for v in floors:
+            if "syncflow" in ups and v in ups:
+                ratios[v].append(ups["syncflow"] / ups[v])
+                cells.append(f"{ratios[v][-1]:.2f}")
+            else:
+                cells.append("-")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    medians = [f"{statistics.median(ratios[v]):.2f}" if ratios[v] else "-" for v in floors]
+    lines.append("| median | " + " | ".join("" for _ in cfg.variants) + " | " + " | ".join(medians) + " |")
     return "\n".join(lines)
 
 
@@ -511,8 +625,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=DEFAULT_VARIANTS,
-        help=f"of floor,floor-handover,syncflow (default {DEFAULT_VARIANTS}); floor-handover = the floor "
-        "behind an in-process semaphore of the limit's size (a freed slot passes on at once, no 423)",
+        help=f"of {DEFAULT_VARIANTS} (default all); floor-handover = the floor behind an in-process "
+        "semaphore of the limit's size (a freed slot passes on at once, no 423); floor-data = the floor "
+        "whose tasks pull and store the same messages with the raw pipeline; floor-data-handover = both",
     )
     parser.add_argument(
         "--pg-admin-url",
@@ -593,6 +708,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(run, args.out, pg_version)
     print(markdown(run))
     print()
+    rounds = rounds_table(run)
+    if rounds:
+        print(rounds)
+        print()
     print(api_table(run))
     print(f"\n(results: {args.out}; total {run.seconds:.0f}s)")
     return 0 if all(r.check is None or r.check.ok for r in run.runs) else 1
