@@ -230,11 +230,13 @@ def test_scale_out_two_workers_share_one_session_under_the_limit(
     add_seq_instances(lp, seq, names, batch_size=100)
     set_limit(lp, "messages", 2)
     try:
-        # --limit 2 each: the parent takes one of w-a's two; two children at once need both workers
+        # The parent runs on w-a (its only worker then) and takes one of w-a's two runs; w-b comes
+        # up with one. Each worker can then run one child at a time, and the limit lets two run
+        # at once: both workers run instance syncs. (Two workers of 2 up front let the one
+        # without the parent take every child, which a loaded machine did.)
         lp.start_worker("w-a", limit=2)
-        lp.start_worker("w-b", limit=2)
         sid = str(uuid.uuid4())
-        deployment_run(
+        parent = deployment_run(
             lp,
             "sync-session/manual-batch",
             {
@@ -245,6 +247,8 @@ def test_scale_out_two_workers_share_one_session_under_the_limit(
                 "refresh_metadata": False,
             },
         )
+        wait_for(lambda: parent in lp.log("w-a"), what="w-a to take the session's parent run")
+        lp.start_worker("w-b", limit=1)
         row = wait_for(lambda: finished(store, sid), what="the scale-out session to finish", timeout=400)
     finally:
         set_limit(lp, "messages", 3)
@@ -255,7 +259,7 @@ def test_scale_out_two_workers_share_one_session_under_the_limit(
     assert all(r.items_synced == 600 for r in recs)
     assert max_overlap([(r.started_at, r.completed_at) for r in recs]) <= 2  # the limit held across processes
     child_runs = {r.flow_run_id for r in recs}
-    assert len(child_runs) == 6 and row.flow_run_id not in child_runs  # each its own deployment run
+    assert len(child_runs) == 6 and row.flow_run_id == parent not in child_runs  # each its own deployment run
     by_worker = {w: {run for run in child_runs if run in lp.log(w)} for w in ("w-a", "w-b")}
     assert by_worker["w-a"] and by_worker["w-b"], by_worker  # both workers ran instance syncs
     assert by_worker["w-a"] | by_worker["w-b"] == child_runs
