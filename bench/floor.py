@@ -27,7 +27,9 @@ The child counts its Prefect API calls, events and API logs like the syncflow ch
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,9 +66,6 @@ class _Pull:
     subflow). Connections are pooled (one per concurrent pull), as a long-lived process would."""
 
     def __init__(self, data: dict[str, Any]) -> None:
-        import queue
-        import threading
-
         import httpx
 
         self.data = data
@@ -77,8 +76,6 @@ class _Pull:
         self.messages = 0
 
     def __call__(self, i: int) -> int:
-        import queue
-
         from bench import raw
 
         instance_id, item_id = self.data["targets"][i]
@@ -97,8 +94,6 @@ class _Pull:
         return stats.messages
 
     def close(self) -> None:
-        import queue
-
         self.http.close()
         while True:
             try:

@@ -183,15 +183,7 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
             )
             if any(r.check is not None and not r.check.ok for r in sf_runs):
                 failed.append(f"session limit {limit}")
-            for variant, what, name in (
-                (
-                    "floor-handover",
-                    "the floor with an in-process hand-over (no 423, no Retry-After)",
-                    "hand-over floor",
-                ),
-                ("floor-data", "the floor whose tasks pull and store the same messages (raw pipeline)", "data floor"),
-                ("floor-data-handover", "the data floor with the in-process hand-over", "data hand-over floor"),
-            ):
+            for variant, what, name in _OTHER_FLOORS:
                 base = [r for r in sessions.runs if r.variant == variant and r.limit == limit and not r.profiled]
                 if not base:
                     continue
@@ -224,21 +216,17 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
                     "",
                 ]
             )
-            for variant, what in (
-                ("floor-handover", "the hand-over floor"),
-                ("floor-data", "the data floor"),
-                ("floor-data-handover", "the data hand-over floor"),
-            ):
+            for variant, _, name in _OTHER_FLOORS:
                 hs = _speedup(walls.get((variant, 1)), walls.get((variant, top)))
                 if hs:
                     rows.append(
                         [
-                            f"session speed-up, limit 1 → {top}, against {what}",
+                            f"session speed-up, limit 1 → {top}, against the {name}",
                             "-",
                             "-",
                             f"{hs:.2f}x",
                             f"{ss:.2f}x" if ss else "-",
-                            _ratio(ss / hs if ss else None, what.removeprefix("the ") + "'s", None),
+                            _ratio(ss / hs if ss else None, f"{name}'s", None),
                             "",
                         ]
                     )
@@ -293,6 +281,14 @@ def one_table(engine: BenchRun | None, sessions: SessionBenchRun | None) -> str:
     if failed:
         header_notes.append(f"**FAILED checks: {', '.join(failed)}** (see the JSON)")
     return "\n".join([*header_notes, *([""] if header_notes else []), *out])
+
+
+_OTHER_FLOORS: tuple[tuple[str, str, str], ...] = (
+    ("floor-handover", "the floor with an in-process hand-over (no 423, no Retry-After)", "hand-over floor"),
+    ("floor-data", "the floor whose tasks pull and store the same messages (raw pipeline)", "data floor"),
+    ("floor-data-handover", "the data floor with the in-process hand-over", "data hand-over floor"),
+)
+"""The session floors beside the issue's (``bench.sessions`` variant, its row, its short name)."""
 
 
 def _speedup(a: float | None, b: float | None) -> float | None:
