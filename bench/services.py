@@ -6,6 +6,7 @@ memory and CPU are never counted as the measured pipeline's, and it can be stopp
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -331,10 +332,19 @@ class PrefectServerProcess(_Process):
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(
-        self, timeout: float = 120.0, database_url: str | None = None, extra_env: dict[str, str] | None = None
+        self,
+        timeout: float = 120.0,
+        database_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        split_services: bool = False,
     ) -> str:
         """Start it; ``database_url`` (``postgresql+asyncpg://...``): its own database there
-        instead of SQLite in PREFECT_HOME; ``extra_env``: more server settings."""
+        instead of SQLite in PREFECT_HOME; ``extra_env``: more server settings.
+
+        ``split_services``: the API alone (``--no-services``) and ``prefect server services
+        start`` in a second process once the API answers, the two talking through Redis
+        (:func:`split_services_env`; needs ``prefect-redis``). The services process is a child
+        of the server's pid, so the CPU sampler, :func:`settle` and :meth:`stop` cover both."""
         self.port = free_port()
         env = {
             **os.environ,
@@ -348,7 +358,19 @@ class PrefectServerProcess(_Process):
         env.update(extra_env or {})
         prefect = str(Path(sys.executable).with_name("prefect"))
         started = time.perf_counter()
-        proc = self._spawn([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)], env)
+        args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        if split_services:
+            if database_url is None:
+                raise ServiceError("split_services needs a PostgreSQL database (both processes use it)")
+            env.update(split_services_env())
+            health = f"{self.api_url}/health"
+            script = (
+                f"(until {shlex.quote(sys.executable)} -c {shlex.quote(_HEALTH_PROBE)} {shlex.quote(health)}; "
+                f"do sleep 0.2; done; exec {shlex.quote(prefect)} server services start) & "
+                f"exec {shlex.join([*args, '--no-services'])}"
+            )
+            args = ["/bin/sh", "-c", script]
+        proc = self._spawn(args, env)
         wait_http(f"{self.api_url}/health", proc=proc, timeout=timeout)
         self.startup_s = time.perf_counter() - started
         return self.api_url
@@ -401,14 +423,56 @@ class PgDatabases:
                 self.created.remove(name)
 
 
+_HEALTH_PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
+
+REDIS_DB = int(os.environ.get("SYNCFLOW_BENCH_REDIS_DB", "13"))
+"""The Redis database a split Prefect server's two processes talk through (flushed at start)."""
+
+
+def split_services_env() -> dict[str, str]:
+    """Prefect's settings for an API process and a services process that share events, caches,
+    causal ordering and concurrency leases through Redis (127.0.0.1:6379, :data:`REDIS_DB`):
+    Prefect's default broker and lease storage live in one process's memory."""
+    try:
+        import prefect_redis  # noqa: F401
+        import redis
+    except ImportError as exc:
+        raise ServiceError("a split Prefect server needs prefect-redis: pip install prefect-redis") from exc
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=5).flushdb()
+    except redis.RedisError as exc:
+        raise ServiceError(f"a split Prefect server needs Redis on 127.0.0.1:6379: {exc}") from exc
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": "6379",
+        "PREFECT_REDIS_MESSAGING_DB": str(REDIS_DB),
+    }
+
+
 def start_prefect(
-    server: PrefectServerProcess, dbs: PgDatabases, db: str = "postgres", extra_env: dict[str, str] | None = None
+    server: PrefectServerProcess,
+    dbs: PgDatabases,
+    db: str = "postgres",
+    extra_env: dict[str, str] | None = None,
+    split_services: bool = False,
 ) -> str:
-    """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg)."""
+    """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg);
+    ``split_services``: its services in a second process (see :meth:`PrefectServerProcess.start`)."""
     if db != "postgres":
+        if split_services:
+            raise ServiceError("a split Prefect server needs --prefect-db postgres")
         return server.start(extra_env=extra_env)
     url = make_url(dbs.create("prefect")).set(drivername="postgresql+asyncpg")
-    return server.start(timeout=180.0, database_url=url.render_as_string(hide_password=False), extra_env=extra_env)
+    return server.start(
+        timeout=180.0,
+        database_url=url.render_as_string(hide_password=False),
+        extra_env=extra_env,
+        split_services=split_services,
+    )
 
 
 class BenchEnv:
@@ -425,6 +489,7 @@ class BenchEnv:
         prefect_db: str = "postgres",
         progress: Any = None,
         server_env: dict[str, str] | None = None,
+        split_services: bool = False,
     ) -> None:
         import tempfile
         import uuid
@@ -432,6 +497,7 @@ class BenchEnv:
         self.admin_url = admin_url
         self.prefect_db = prefect_db
         self.server_env = dict(server_env or {})
+        self.split_services = split_services
         self.workdir = Path(tempfile.mkdtemp(prefix="syncflow-bench-"))
         self.logs = logs or self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -458,9 +524,10 @@ class BenchEnv:
         ).stdout.split()
         self.progress(f"byte-compiled the product where the children import it: {' '.join(compiled)}")
         self.server.home.mkdir(parents=True, exist_ok=True)
-        self.progress(f"starting a local Prefect server ({self.prefect_db}) ...")
+        services = ", services in a second process" if self.split_services else ""
+        self.progress(f"starting a local Prefect server ({self.prefect_db}{services}) ...")
         try:
-            api_url = start_prefect(self.server, self.dbs, self.prefect_db, self.server_env)
+            api_url = start_prefect(self.server, self.dbs, self.prefect_db, self.server_env, self.split_services)
         except BaseException:
             self.server.stop()
             self.dbs.drop_all()
@@ -471,6 +538,7 @@ class BenchEnv:
             "pid": self.server.pid,
             "db": self.prefect_db,
             "startup_s": self.server.startup_s,
+            "services": "split" if self.split_services else "one process",
         }
         env = {**os.environ}
         env.update(

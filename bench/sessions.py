@@ -36,6 +36,7 @@ benchmark could not run (PostgreSQL or Prefect not available, a child crashed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -47,7 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -93,6 +94,9 @@ class SessionConfig:
     """When set, the syncflow runs at ``profile_limits`` run under ``py-spy record``."""
     profile_limits: tuple[int, ...] = (3,)
     py_spy: str = "py-spy"
+    server_profile_dir: Path | None = None
+    """When set, every timed run py-spies the Prefect server, from spawn until the server is idle
+    again (its services' backlog of the run included): ``DIR/server-<label>.txt``."""
     settle: bool = True
     """Wait for the Prefect server to go idle before each timed run (the backlog of the run before)."""
 
@@ -260,6 +264,33 @@ class SessionBench:
             raise RuntimeError(f"{label}: child exited with {rc}; log tail:\n{tail}")
         return wall, prefix
 
+    @contextlib.contextmanager
+    def _spy_server(self, label: str) -> Iterator[None]:
+        """With ``server_profile_dir``: py-spy the Prefect server for the block and until it is
+        idle again after it (what a run costs the server includes the events it leaves behind)."""
+        out_dir = self.config.server_profile_dir
+        if out_dir is None:
+            yield
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen(
+            [
+                self.config.py_spy, "record", "--format", "raw", "--rate", "100", "--nonblocking",
+                "--pid", str(self.env.prefect["pid"]), "--output", str(out_dir / f"server-{label}.txt"),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            yield
+            settle(self.env.prefect["pid"])
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+
     def _settle(self) -> tuple[float, float]:
         """Wait for the Prefect server to finish the work of what ran before (seconds, its CPU s)."""
         return settle(self.env.prefect["pid"]) if self.config.settle else (0.0, 0.0)
@@ -284,7 +315,10 @@ class SessionBench:
             self.dbs.checkpoint()
         settled = self._settle()
         load, probe = os.getloadavg()[0], cpu_probe()
-        with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
+        with (
+            self._spy_server(label),
+            CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu,
+        ):
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
                 label, [sys.executable, "-m", "bench.floor", "session", json.dumps(spec)], self.env.child_env
@@ -363,7 +397,10 @@ class SessionBench:
         settled = self._settle()
         load, probe = os.getloadavg()[0], cpu_probe()
         spec: dict[str, Any] = {"mode": "cli", "argv": _product.sync_session_argv(self.names), "out": str(out)}
-        with CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu:
+        with (
+            self._spy_server(label),
+            CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu,
+        ):
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
                 label, [sys.executable, "-m", "bench.subflow", json.dumps(spec)], child_env, profile=profile
@@ -472,7 +509,8 @@ def markdown(run: SessionBenchRun) -> str:
     cfg = run.config
     lines = [
         f"Sessions: {cfg.instances} instances x {cfg.messages:,} messages (syncflow and the data floors), the "
-        f"floors' {cfg.instances} subflows of one task; one Prefect server ({run.prefect.get('db')}); "
+        f"floors' {cfg.instances} subflows of one task; one Prefect server ({run.prefect.get('db')}, "
+        f"services: {run.prefect.get('services', 'one process')}); "
         f"median of {cfg.repeat} round(s); process = spawn to exit.",
         "",
         "| variant | limit | process s | call s | max at once | gap/instance s | REST calls/instance "
@@ -635,10 +673,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server on which the run's databases are created and dropped",
     )
     parser.add_argument("--prefect-db", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument(
+        "--prefect-services",
+        choices=("one", "split"),
+        default="one",
+        help="split: the Prefect server's services in a second process, through Redis (needs prefect-redis)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     parser.add_argument("--logs", type=Path, default=None, help="keep the children's and servers' logs here")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per session run")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the syncflow runs")
+    parser.add_argument(
+        "--profile-server",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy the Prefect server during every timed run, until it is idle again",
+    )
     parser.add_argument("--py-spy", default=_py_spy())
     args = parser.parse_args(argv)
     if args.instances < 1 or args.messages < 1 or not 1 <= args.batch_size <= 10_000 or args.repeat < 1:
@@ -678,6 +729,7 @@ def config_from(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
         profile_dir=args.profile,
         profile_limits=args.profile_limits,
         py_spy=args.py_spy,
+        server_profile_dir=getattr(args, "profile_server", None),
         settle=not getattr(args, "no_settle", False),
         **overrides,
     )
@@ -695,7 +747,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        with BenchEnv(admin_url=args.pg_admin_url, logs=args.logs, prefect_db=args.prefect_db) as env:
+        with BenchEnv(
+            admin_url=args.pg_admin_url,
+            logs=args.logs,
+            prefect_db=args.prefect_db,
+            split_services=args.prefect_services == "split",
+        ) as env:
             run = SessionBench(config_from(args), env).run()
     except (ServiceError, RuntimeError, OSError, psycopg.Error, subprocess.TimeoutExpired) as exc:
         print(f"bench.sessions: {exc}", file=sys.stderr)
