@@ -225,7 +225,7 @@ FAULT_CASES: list[tuple[dict[str, Any], type[SyncError], str]] = [
     ({"drop_next": 1, "drop_mode": "mid"}, TransientSyncError, "complete message body"),
     ({"drop_next": 1, "drop_mode": "before"}, TransientSyncError, "disconnected without sending"),
     ({"truncate_next": 1}, TransientSyncError, "truncated JSON"),
-    ({"slow_next": 1, "slow_seconds": 2.0}, TransientSyncError, "timed out"),
+    ({"slow_next": 1, "slow_seconds": 60.0}, TransientSyncError, "timed out"),
     ({"code_error_next": 1, "code_error_code": 42, "code_error_message": "busy"}, ProtocolError, "code=42: busy"),
     ({"invalid_next": 1, "invalid_kind": "descending"}, ProtocolError, "not strictly ascending"),
     ({"invalid_next": 1, "invalid_kind": "duplicate_ids"}, ProtocolError, "duplicate messageID"),
@@ -241,7 +241,9 @@ def test_each_fault_reaches_the_client_as_its_error_class(
     server: SeqServer, faults: dict[str, Any], error: type[SyncError], text: str
 ) -> None:
     server.set_faults(**faults)
-    with SeqHttpClient(server.url, TOKEN, timeout=0.5, instance="im-local") as c:
+    # the timeout only has to be shorter than the slow case's answer (60 s): generous, so the
+    # healthy request after the fault never times out on a slow machine
+    with SeqHttpClient(server.url, TOKEN, timeout=5, instance="im-local") as c:
         with pytest.raises(error) as info:
             c.fetch_page(100, 500)
         assert type(info.value) is error
@@ -340,7 +342,7 @@ def test_latency_delays_every_answer(server: SeqServer) -> None:
     server.set_faults(latency=0.3)
     with SeqHttpClient(server.url, TOKEN, timeout=0.1) as fast, pytest.raises(TransientSyncError, match="timed out"):
         fast.fetch_page(0, 10)
-    with SeqHttpClient(server.url, TOKEN, timeout=2) as patient:
+    with SeqHttpClient(server.url, TOKEN, timeout=30) as patient:
         assert len(patient.fetch_page(0, 10)) == 10
 
 
@@ -411,7 +413,7 @@ def test_start_binds_loopback_on_a_free_port_and_restarts_on_it() -> None:
             srv.start()
     finally:
         srv.stop()
-    with SeqHttpClient(url, TOKEN, timeout=1) as c:
+    with SeqHttpClient(url, TOKEN, timeout=10) as c:
         with pytest.raises(TransientSyncError, match="connection failed"):
             c.fetch_page(0, 5)
         assert srv.start() == url  # same port: a "network cut" the client recovers from
