@@ -266,8 +266,9 @@ class SessionBench:
 
     @contextlib.contextmanager
     def _spy_server(self, label: str) -> Iterator[None]:
-        """With ``server_profile_dir``: py-spy the Prefect server for the block and until it is
-        idle again after it (what a run costs the server includes the events it leaves behind)."""
+        """With ``server_profile_dir``: py-spy the Prefect server (and a split server's services
+        process, its child) for the block and until it is idle again after it (what a run costs
+        the server includes the events it leaves behind)."""
         out_dir = self.config.server_profile_dir
         if out_dir is None:
             yield
@@ -275,7 +276,7 @@ class SessionBench:
         out_dir.mkdir(parents=True, exist_ok=True)
         spy = subprocess.Popen(
             [
-                self.config.py_spy, "record", "--format", "raw", "--rate", "100", "--nonblocking",
+                self.config.py_spy, "record", "--format", "raw", "--rate", "100", "--nonblocking", "--subprocesses",
                 "--pid", str(self.env.prefect["pid"]), "--output", str(out_dir / f"server-{label}.txt"),
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
