@@ -431,8 +431,9 @@ REDIS_DB = int(os.environ.get("SYNCFLOW_BENCH_REDIS_DB", "13"))
 
 def split_services_env() -> dict[str, str]:
     """Prefect's settings for an API process and a services process that share events, caches,
-    causal ordering and concurrency leases through Redis (127.0.0.1:6379, :data:`REDIS_DB`):
-    Prefect's default broker and lease storage live in one process's memory."""
+    causal ordering and concurrency leases through Redis (127.0.0.1:6379, :data:`REDIS_DB`,
+    which this empties first): Prefect's default broker and lease storage live in one process's
+    memory."""
     try:
         import prefect_redis  # noqa: F401
         import redis

@@ -292,6 +292,15 @@ class SessionBench:
                 spy.kill()
                 spy.wait()
 
+    @contextlib.contextmanager
+    def _measured(self, label: str, seq: SeqServerProcess) -> Iterator[CpuSampler]:
+        """A timed run's window: the servers' CPU (and, with ``--profile-server``, a profile)."""
+        with (
+            self._spy_server(label),
+            CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu,
+        ):
+            yield cpu
+
     def _settle(self) -> tuple[float, float]:
         """Wait for the Prefect server to finish the work of what ran before (seconds, its CPU s)."""
         return settle(self.env.prefect["pid"]) if self.config.settle else (0.0, 0.0)
@@ -316,10 +325,7 @@ class SessionBench:
             self.dbs.checkpoint()
         settled = self._settle()
         load, probe = os.getloadavg()[0], cpu_probe()
-        with (
-            self._spy_server(label),
-            CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu,
-        ):
+        with self._measured(label, seq) as cpu:
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
                 label, [sys.executable, "-m", "bench.floor", "session", json.dumps(spec)], self.env.child_env
@@ -398,10 +404,7 @@ class SessionBench:
         settled = self._settle()
         load, probe = os.getloadavg()[0], cpu_probe()
         spec: dict[str, Any] = {"mode": "cli", "argv": _product.sync_session_argv(self.names), "out": str(out)}
-        with (
-            self._spy_server(label),
-            CpuSampler({"prefect-server": self.env.prefect["pid"], "seqserver": seq.pid}) as cpu,
-        ):
+        with self._measured(label, seq) as cpu:
             spec["spawned_at"] = time.time()
             wall, _ = self._process(
                 label, [sys.executable, "-m", "bench.subflow", json.dumps(spec)], child_env, profile=profile
