@@ -135,6 +135,7 @@ async def _read_incrementally(run: InstanceRun, plan: t.ReadPlan, clock: BatchCl
             reconcile=gaps,
             server=clock.server,
             first_seq=clock.first_seq,
+            resume=(run.start_seq, 0) if first else (clock.cursor, clock.batch_no),
         )
         first = False
         if out.repaired is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prefect import task
@@ -153,6 +153,7 @@ async def sync_batches(
     reconcile: bool = False,
     server: tuple[int, int, int] | None = None,
     first_seq: int | None = None,
+    resume: tuple[int, int] | None = None,
 ) -> Chunk:
     """Fetch and store up to ``max_batches`` pages from the committed cursor on (one
     transaction per page). With ``adaptive`` the page size starts at ``count`` and adapts
@@ -164,17 +165,21 @@ async def sync_batches(
     task run of its own: ``repair`` (the run's first chunk) re-reads the open holes first, with
     range reads that never move the cursor; ``reconcile``: when this chunk reaches the end,
     compare the server's counts at the start (``server``/``first_seq``: what earlier chunks
-    saw) with the store."""
+    saw) with the store. ``resume``: the record's committed (cursor, batches) as the flow knows
+    it; a retry reads it from the record, and re-reads the gap ledger too (the failed attempt
+    may have recorded holes)."""
     opened = await open_source(run.kind, run.block_name, run.instance_name, run.config, run.block_binding)
     attempt = task_run_runtime.get_run_count()
     batches = 1 if attempt > 1 else max_batches
+    if attempt > 1:
+        run, resume = replace(run, open_holes=None), None
 
     sizer = AdaptiveBatch(count, adaptive) if adaptive is not None else None
 
     def work() -> Chunk:
         read = page_reader(opened.source, run.opts)
         repaired = engine.repair_gaps(run, read, count=count) if repair else None
-        result = engine.sync_chunk(run, read, count=count, max_batches=batches, sizer=sizer)
+        result = engine.sync_chunk(run, read, count=count, max_batches=batches, sizer=sizer, resume=resume)
         reconciled = None
         if reconcile and not result.has_more and not result.cancelled:
             first = first_seq if first_seq is not None else result.first_seq

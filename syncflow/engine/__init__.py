@@ -15,6 +15,8 @@ most ``SYNCFLOW_STORE_RETRY_SECONDS`` (:mod:`syncflow.store.outage`).
 No Prefect here: ``tasks/sync.py`` wraps these steps, ``flows/instance_sync.py`` orders them.
 """
 
+from typing import Any
+
 from syncflow.engine import gaps as _gaps
 from syncflow.engine import incremental as _incremental
 from syncflow.engine import run as _run
@@ -25,11 +27,24 @@ from syncflow.engine.metrics import BatchClock
 from syncflow.engine.options import SyncOptions
 from syncflow.engine.run import InstanceRun, Skipped
 from syncflow.engine.snapshot import Stored
-from syncflow.store.outage import store_retrying
+from syncflow.store.outage import retrying, store_retrying
+
+
+def sync_chunk(*args: Any, resume: tuple[int, int] | None = None, **kwargs: Any) -> ChunkResult:
+    """:func:`syncflow.engine.incremental.sync_chunk`, run again while the store is away. Only
+    the first try starts at ``resume`` (the caller's committed point); a try after a lost
+    connection resumes after the last page that committed, read from the record."""
+    start = [resume]
+
+    def attempt() -> ChunkResult:
+        at, start[0] = start[0], None
+        return _incremental.sync_chunk(*args, resume=at, **kwargs)
+
+    return retrying(attempt, what="sync_chunk")
+
 
 # A retried chunk resumes after the last committed page; begin/finish/snapshot are one
 # transaction each (rolled back when the connection was lost).
-sync_chunk = store_retrying(_incremental.sync_chunk)
 resume_point = store_retrying(_incremental.resume_point)
 begin_instance_sync = store_retrying(_run.begin_instance_sync)
 finish_instance_sync = store_retrying(_run.finish_instance_sync)

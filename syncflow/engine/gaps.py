@@ -33,7 +33,7 @@ from sqlalchemy import Engine, select, update
 
 from syncflow.engine.run import InstanceRun
 from syncflow.errors import ConfigError
-from syncflow.sources.base import PageLike, source_kind
+from syncflow.sources.base import PageLike
 from syncflow.store import gaps as ledger
 from syncflow.store import messages as message_store
 from syncflow.store import sessions as book
@@ -117,7 +117,7 @@ class RepairResult:
 
 def watches_gaps(run: InstanceRun) -> bool:
     """Whether this run keeps the gap ledger: a dense-seq kind, read incrementally, not a range."""
-    return run.incremental and source_kind(run.kind).dense_seq and not run.opts.is_range
+    return run.keeps_gap_ledger
 
 
 def policy_of(run: InstanceRun, state_options: dict[str, Any] | None = None) -> GapPolicy:
@@ -173,13 +173,17 @@ def repair_gaps(
     clock = now or utcnow
     rid = run.record_id if record_id == -1 else record_id
     out = RepairResult()
+    if run.open_holes is False and not every_hole:  # begin saw none, and only this run's pages add holes
+        return out
     with engine.connect() as conn:
         with conn.begin():
-            state = conn.scalar(
-                select(SyncConfigItem.options).where(
-                    SyncConfigItem.instance_id == run.instance_id, SyncConfigItem.category == run.category
+            state = run.state_options
+            if state is None:
+                state = conn.scalar(
+                    select(SyncConfigItem.options).where(
+                        SyncConfigItem.instance_id == run.instance_id, SyncConfigItem.category == run.category
+                    )
                 )
-            )
             statuses = ledger.ACTIVE + (ledger.CLOSED_UNFILLED if every_hole else ())
             gaps = ledger.holes_to_read(conn, instance_id=run.instance_id, category=run.category, statuses=statuses)
         policy = policy or policy_of(run, state)

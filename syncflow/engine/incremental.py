@@ -203,6 +203,7 @@ def sync_chunk(
     max_batches: int,
     engine: Engine | None = None,
     sizer: AdaptiveBatch | None = None,
+    resume: tuple[int, int] | None = None,
 ) -> ChunkResult:
     """Fetch and store up to ``max_batches`` pages from the committed cursor on, one
     transaction per page, fetching the next page while the current one is stored.
@@ -210,12 +211,14 @@ def sync_chunk(
     Stops early at the end of the source (hasMore=false), the end of a range, or when the
     session was cancelled. Any error propagates after the batches before it committed.
     With ``sizer`` the page size adapts after every page (``count`` is then its start).
+    ``resume``: (cursor, batches) where the caller knows the record's committed point (the end
+    of the chunk before, or the start); None reads it from the record (a retried chunk).
     """
     if sizer is not None:
         fetch = sizer.timed(fetch)
         count = sizer.size
     engine = engine or get_engine()
-    last, batch_no = resume_point(run, engine=engine)
+    last, batch_no = resume if resume is not None else resume_point(run, engine=engine)
     out = ChunkResult(cursor=last, batch_no=batch_no)
     to_seq = run.opts.to_seq
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fetch-{run.instance_name}")

@@ -18,6 +18,7 @@ class BatchClock:
         self.t0 = time.perf_counter()
         self.batches = 0  # stored by this run
         self.batch_no = 0  # the record's batch count after the last finished chunk
+        self.cursor = start_seq  # the record's committed cursor after the last finished chunk
         self.batch_seconds = 0.0
         self.bytes = 0
         self.retries = 0
@@ -34,6 +35,7 @@ class BatchClock:
     def add_chunk(self, chunk: ChunkResult, *, retries: int) -> None:
         self.batches += chunk.batches
         self.batch_no = chunk.batch_no
+        self.cursor = chunk.cursor
         self.batch_seconds += chunk.store_seconds
         self.bytes += chunk.nbytes
         self.retries += retries

@@ -1,9 +1,11 @@
 """Begin and finish one instance sync: the record's status and the single-flight lease.
 
 Each step is one transaction (``session_scope``): begin marks the record running and takes the
-(instance, category) lease (another holder: the record ends ``skipped``, naming it); finish
-records the outcome and gives the lease back. A crash between steps loses nothing: the cursor
-only ever covers committed rows, and the lease runs out by itself.
+(instance, category) lease at once (another holder: the record ends ``skipped``, naming it; a
+bad option or a retired instance: ``failed``), and reads what the run needs from the sync state
+(cursor, remembered page size, gap-ledger options, whether holes are open); finish records the
+outcome and gives the lease back. A crash between steps loses nothing: the cursor only ever
+covers committed rows, and the lease runs out by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session
 from syncflow.engine.options import SyncOptions
 from syncflow.errors import ConfigError, IllegalTransitionError, LockedError
 from syncflow.sources.base import source_kind
+from syncflow.store import gaps as ledger
 from syncflow.store import sessions as book
 from syncflow.store import sync_state
 from syncflow.store.db import get_engine, session_scope
@@ -58,6 +61,8 @@ class InstanceRun:
     config: dict[str, Any] = field(default_factory=dict)  # the instance's non-secret settings (telegram: chat id)
     block_binding: str | None = None  # the key its block must carry (blocks syncflow made for it)
     adaptive_batch_size: int | None = None  # the page size an adaptive read reached last time (sync state)
+    state_options: dict[str, Any] | None = None  # the sync state's options at begin (None: not read)
+    open_holes: bool | None = None  # whether the gap ledger had open holes at begin (None: not read)
 
     @property
     def opts(self) -> SyncOptions:
@@ -67,6 +72,11 @@ class InstanceRun:
     def incremental(self) -> bool:
         """Read page by page after a cursor (messages), else as one snapshot."""
         return source_kind(self.kind).reads_incrementally(self.category)
+
+    @property
+    def keeps_gap_ledger(self) -> bool:
+        """A dense-seq kind read incrementally, not a range: its holes are recorded and repaired."""
+        return self.incremental and source_kind(self.kind).dense_seq and not self.opts.is_range
 
 
 @dataclass
@@ -84,12 +94,15 @@ def begin_instance_sync(
     options: dict[str, Any] | None = None,
     engine: Engine | None = None,
 ) -> InstanceRun | Skipped:
-    """Mark the record running and take the (instance, category) lease.
+    """Mark the record running and take the (instance, category) lease, in one transaction.
 
-    When another sync holds the lease the record ends ``skipped`` with the holder named.
+    When another sync holds the lease the record ends ``skipped`` with the holder named; a bad
+    option, a kind that cannot sync the category or a retired instance fails it (ConfigError).
+    Locks in the order every writer takes: the session row, the record, the lease's row.
     """
     engine = engine or get_engine()
     refused: ConfigError | None = None
+    skipped: Skipped | None = None
     with session_scope(engine) as s:
         rec = book.get_record(s, record_id=record_id)
         inst = s.get(Instance, rec.instance_id)
@@ -103,49 +116,55 @@ def begin_instance_sync(
             source_kind(inst.kind).check(rec.sync_category, instance=inst.name)
         except ConfigError as exc:
             refused = exc
+            book.fail_instance_sync(s, record_id=record_id, error_message=str(exc), session_id=rec.session_id)
         else:
-            book.start_instance_sync(s, record_id=record_id, flow_run_id=flow_run_id)
-        run = InstanceRun(
-            record_id=record_id,
-            session_id=rec.session_id,
-            instance_id=inst.id,
-            instance_name=inst.name,
-            kind=inst.kind,
-            block_name=inst.block_name,
-            category=rec.sync_category,
-            owner=owner,
-            lease_seconds=lease_seconds,
-            start_seq=0,
-            config=dict(inst.config or {}),
-            block_binding=inst.block_binding,
-        )
+            run = InstanceRun(
+                record_id=record_id,
+                session_id=rec.session_id,
+                instance_id=inst.id,
+                instance_name=inst.name,
+                kind=inst.kind,
+                block_name=inst.block_name,
+                category=rec.sync_category,
+                owner=owner,
+                lease_seconds=lease_seconds,
+                start_seq=0,
+                options=asdict(opts),
+                config=dict(inst.config or {}),
+                block_binding=inst.block_binding,
+            )
+            book.start_instance_sync(s, record_id=record_id, flow_run_id=flow_run_id, session_id=run.session_id)
+            try:
+                state = sync_state.acquire_lock(
+                    s, instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease_seconds
+                )
+            except LockedError:
+                reason = describe_holder(
+                    s, instance_id=run.instance_id, instance_name=run.instance_name, category=run.category
+                )
+                book.skip_instance_sync(s, record_id=record_id, reason=reason, session_id=run.session_id)
+                skipped = Skipped(record_id=record_id, reason=reason)
+            else:
+                last_seq = state.last_seq
+                if opts.full:
+                    sync_state.reset_cursor(s, instance_id=run.instance_id, category=run.category, owner=owner)
+                    last_seq = None
+                holes = None
+                if run.keeps_gap_ledger:
+                    holes = ledger.any_open(s, instance_id=run.instance_id, category=run.category)
     if refused is not None:
-        with session_scope(engine) as s:
-            book.fail_instance_sync(s, record_id=record_id, error_message=str(refused))
         raise refused
-    try:
-        with session_scope(engine) as s:
-            sync_state.acquire_lock(
-                s, instance_id=run.instance_id, category=run.category, owner=owner, lease_seconds=lease_seconds
-            )
-            if opts.full:
-                sync_state.reset_cursor(s, instance_id=run.instance_id, category=run.category, owner=owner)
-            state = sync_state.get_state(s, instance_id=run.instance_id, category=run.category)
-    except LockedError:
-        with session_scope(engine) as s:
-            reason = describe_holder(
-                s, instance_id=run.instance_id, instance_name=run.instance_name, category=run.category
-            )
-            book.skip_instance_sync(s, record_id=record_id, reason=reason)
-        log.info("skipped %s", reason)
-        return Skipped(record_id=record_id, reason=reason)
-    start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (state.last_seq or 0)
+    if skipped is not None:
+        log.info("skipped %s", skipped.reason)
+        return skipped
+    start = (opts.from_seq - 1 if opts.from_seq else 0) if opts.is_range else (last_seq or 0)
     remembered = state.options.get(ADAPTIVE_BATCH_KEY)
     return replace(
         run,
         start_seq=max(start, 0),
-        options=asdict(opts),
         adaptive_batch_size=remembered if isinstance(remembered, int) and remembered > 0 else None,
+        state_options=state.options,
+        open_holes=holes,
     )
 
 
@@ -236,12 +255,15 @@ def finish_instance_sync(
     engine = engine or get_engine()
     with session_scope(engine) as s:
         try:
+            rid, sid = run.record_id, run.session_id
             if status == RecordStatus.COMPLETED:
-                book.complete_instance_sync(s, record_id=run.record_id, details=details)
+                book.complete_instance_sync(s, record_id=rid, details=details, session_id=sid)
             elif status == RecordStatus.FAILED:
-                book.fail_instance_sync(s, record_id=run.record_id, error_message=error or "failed", details=details)
+                book.fail_instance_sync(
+                    s, record_id=rid, error_message=error or "failed", details=details, session_id=sid
+                )
             else:
-                book.cancel_instance_sync(s, record_id=run.record_id, reason=error, details=details)
+                book.cancel_instance_sync(s, record_id=rid, reason=error, details=details, session_id=sid)
         except IllegalTransitionError:
             rec = book.get_record(s, record_id=run.record_id)
             if details:

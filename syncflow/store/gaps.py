@@ -177,6 +177,16 @@ def holes_to_read(
     return [_gap(r) for r in rows]
 
 
+def any_open(db: Session | Connection, *, instance_id: int, category: str) -> bool:
+    """Whether the (instance, category) has an open hole (what a repair would read)."""
+    found = _conn(db).scalar(
+        select(SeqGap.id)
+        .where(SeqGap.instance_id == instance_id, SeqGap.category == category, SeqGap.status.in_(ACTIVE))
+        .limit(1)
+    )
+    return found is not None
+
+
 def stored_in(db: Session | Connection, *, instance_id: int, from_seq: int, to_seq: int) -> int:
     """How many messages the store holds with ``from_seq <= seq <= to_seq``."""
     return int(

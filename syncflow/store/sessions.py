@@ -343,21 +343,29 @@ def get_record(session: Session, *, record_id: int) -> SyncInstanceRecord:
     return rec
 
 
-def _lock_record(session: Session, record_id: int) -> tuple[SyncSession, SyncInstanceRecord]:
-    """Lock the record's session row, then the record (the order every transition takes)."""
-    row = _lock_session(session, get_record(session, record_id=record_id).session_id)
+def _lock_record(
+    session: Session, record_id: int, session_id: str | None = None
+) -> tuple[SyncSession, SyncInstanceRecord]:
+    """Lock the record's session row, then the record (the order every transition takes).
+    ``session_id``: the record's session, when the caller knows it (one read fewer)."""
+    row = _lock_session(session, session_id or get_record(session, record_id=record_id).session_id)
     rec = session.scalar(
         select(SyncInstanceRecord)
         .where(SyncInstanceRecord.id == record_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    assert rec is not None
+    if rec is None:
+        raise NotFoundError(f"unknown instance record {record_id}")
+    if rec.session_id != row.session_id:  # a wrong session_id: the wrong session row was locked
+        raise IllegalTransitionError(f"record {record_id} is not a record of session {row.session_id}")
     return row, rec
 
 
-def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[SyncSession, SyncInstanceRecord]:
-    row, rec = _lock_record(session, record_id)
+def _transition(
+    session: Session, record_id: int, to: RecordStatus, session_id: str | None = None
+) -> tuple[SyncSession, SyncInstanceRecord]:
+    row, rec = _lock_record(session, record_id, session_id)
     if row.status != SessionStatus.RUNNING:
         raise IllegalTransitionError(
             f"cannot mark record {record_id} ({rec.instance_name}) {to}: session {row.session_id} is {row.status}"
@@ -370,8 +378,10 @@ def _transition(session: Session, record_id: int, to: RecordStatus) -> tuple[Syn
     return row, rec
 
 
-def start_instance_sync(session: Session, *, record_id: int, flow_run_id: str | None = None) -> SyncInstanceRecord:
-    row, rec = _transition(session, record_id, RecordStatus.RUNNING)
+def start_instance_sync(
+    session: Session, *, record_id: int, flow_run_id: str | None = None, session_id: str | None = None
+) -> SyncInstanceRecord:
+    row, rec = _transition(session, record_id, RecordStatus.RUNNING, session_id)
     rec.started_at = utcnow()
     if flow_run_id:
         rec.flow_run_id = flow_run_id
@@ -385,13 +395,15 @@ def complete_instance_sync(
     record_id: int,
     counts: ItemCounts | None = None,
     details: Mapping[str, Any] | None = None,
+    session_id: str | None = None,
 ) -> SyncInstanceRecord:
     """Mark a running record completed.
 
     ``counts`` are *added* to what batches already recorded (:func:`add_record_progress`);
-    ``details`` are merged into ``sync_details``.
+    ``details`` are merged into ``sync_details``. ``session_id`` (here and in the other
+    transitions): the record's session, when the caller knows it.
     """
-    row, rec = _transition(session, record_id, RecordStatus.COMPLETED)
+    row, rec = _transition(session, record_id, RecordStatus.COMPLETED, session_id)
     _add_counts(rec, counts)
     _merge_details(rec, details)
     rec.completed_at = utcnow()
@@ -406,8 +418,9 @@ def fail_instance_sync(
     record_id: int,
     error_message: str,
     details: Mapping[str, Any] | None = None,
+    session_id: str | None = None,
 ) -> SyncInstanceRecord:
-    row, rec = _transition(session, record_id, RecordStatus.FAILED)
+    row, rec = _transition(session, record_id, RecordStatus.FAILED, session_id)
     rec.error_message = error_message
     _merge_details(rec, details)
     rec.completed_at = utcnow()
@@ -426,8 +439,10 @@ def fail_pending_record(session: Session, *, record_id: int, error_message: str)
     return True
 
 
-def skip_instance_sync(session: Session, *, record_id: int, reason: str) -> SyncInstanceRecord:
-    row, rec = _transition(session, record_id, RecordStatus.SKIPPED)
+def skip_instance_sync(
+    session: Session, *, record_id: int, reason: str, session_id: str | None = None
+) -> SyncInstanceRecord:
+    row, rec = _transition(session, record_id, RecordStatus.SKIPPED, session_id)
     rec.error_message = reason
     rec.completed_at = utcnow()
     _recount(session, row)
@@ -435,9 +450,14 @@ def skip_instance_sync(session: Session, *, record_id: int, reason: str) -> Sync
 
 
 def cancel_instance_sync(
-    session: Session, *, record_id: int, reason: str | None = None, details: Mapping[str, Any] | None = None
+    session: Session,
+    *,
+    record_id: int,
+    reason: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    session_id: str | None = None,
 ) -> SyncInstanceRecord:
-    row, rec = _transition(session, record_id, RecordStatus.CANCELLED)
+    row, rec = _transition(session, record_id, RecordStatus.CANCELLED, session_id)
     rec.error_message = reason
     _merge_details(rec, details)
     rec.completed_at = utcnow()

@@ -90,15 +90,26 @@ def get_state(session: Session, *, instance_id: int, category: str) -> SyncState
     )
 
 
-def acquire_lock(session: Session, *, instance_id: int, category: str, owner: str, lease_seconds: float) -> None:
-    """Take the single-flight lease or raise :class:`LockedError` naming its holder."""
+_STATE = (
+    SyncConfigItem.last_seq,
+    SyncConfigItem.metadata_version,
+    SyncConfigItem.options,
+    SyncConfigItem.lock_owner,
+    SyncConfigItem.lock_expires_at,
+)
+
+
+def acquire_lock(session: Session, *, instance_id: int, category: str, owner: str, lease_seconds: float) -> SyncState:
+    """Take the single-flight lease or raise :class:`LockedError` naming its holder. Returns
+    the state with the lease taken (from the UPDATE itself where the store returns rows from
+    one: PostgreSQL, SQLite)."""
     ensure_item(session, instance_id=instance_id, category=category)
     now = utcnow()
-    result = session.execute(
+    where = (SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category)
+    stmt = (
         update(SyncConfigItem)
         .where(
-            SyncConfigItem.instance_id == instance_id,
-            SyncConfigItem.category == category,
+            *where,
             or_(
                 SyncConfigItem.lock_owner.is_(None),
                 SyncConfigItem.lock_owner == owner,
@@ -113,16 +124,29 @@ def acquire_lock(session: Session, *, instance_id: int, category: str, owner: st
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        holder = session.execute(
-            select(SyncConfigItem.lock_owner, SyncConfigItem.lock_expires_at).where(
-                SyncConfigItem.instance_id == instance_id, SyncConfigItem.category == category
-            )
-        ).one()
+    row: Any = None
+    if session.get_bind().dialect.update_returning:
+        row = session.execute(stmt.returning(*_STATE)).first()
+        taken = row is not None
+    else:  # pragma: no cover - a store without UPDATE ... RETURNING: update, then read
+        taken = session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    if not taken:
+        holder = session.execute(select(SyncConfigItem.lock_owner, SyncConfigItem.lock_expires_at).where(*where)).one()
         raise LockedError(
             f"already syncing: {category} of instance {instance_id} is held by {holder[0]} "
             f"until {holder[1].isoformat() if holder[1] else '?'}"
         )
+    if row is None:  # pragma: no cover - see above
+        row = session.execute(select(*_STATE).where(*where)).one()
+    return SyncState(
+        instance_id=instance_id,
+        category=category,
+        last_seq=row.last_seq,
+        metadata_version=row.metadata_version,
+        options=dict(row.options or {}),
+        lock_owner=row.lock_owner,
+        lock_expires_at=row.lock_expires_at,
+    )
 
 
 def renew_lock(session: Session, *, instance_id: int, category: str, owner: str, lease_seconds: float) -> None:
