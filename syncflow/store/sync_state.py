@@ -79,14 +79,19 @@ def get_state(session: Session, *, instance_id: int, category: str) -> SyncState
     ensure_item(session, instance_id=instance_id, category=category)
     item = _item(session, instance_id, category, fresh=True)
     assert item is not None
+    return _state_of(instance_id, category, item)
+
+
+def _state_of(instance_id: int, category: str, row: Any) -> SyncState:
+    """The state from a state row, or from a row of the columns :data:`_STATE`."""
     return SyncState(
         instance_id=instance_id,
         category=category,
-        last_seq=item.last_seq,
-        metadata_version=item.metadata_version,
-        options=dict(item.options or {}),
-        lock_owner=item.lock_owner,
-        lock_expires_at=item.lock_expires_at,
+        last_seq=row.last_seq,
+        metadata_version=row.metadata_version,
+        options=dict(row.options or {}),
+        lock_owner=row.lock_owner,
+        lock_expires_at=row.lock_expires_at,
     )
 
 
@@ -138,15 +143,7 @@ def acquire_lock(session: Session, *, instance_id: int, category: str, owner: st
         )
     if row is None:  # pragma: no cover - see above
         row = session.execute(select(*_STATE).where(*where)).one()
-    return SyncState(
-        instance_id=instance_id,
-        category=category,
-        last_seq=row.last_seq,
-        metadata_version=row.metadata_version,
-        options=dict(row.options or {}),
-        lock_owner=row.lock_owner,
-        lock_expires_at=row.lock_expires_at,
-    )
+    return _state_of(instance_id, category, row)
 
 
 def renew_lock(session: Session, *, instance_id: int, category: str, owner: str, lease_seconds: float) -> None:
