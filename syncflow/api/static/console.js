@@ -328,11 +328,13 @@
     sizeBars(box);
   }
   async function loadDetail() {
-    if (!state.detail) return;
+    const asked = state.detail;
+    if (!asked) return;
     let s;
     try {
-      s = await api("GET", CFG.api + "/sessions/" + encodeURIComponent(state.detail));
+      s = await api("GET", CFG.api + "/sessions/" + encodeURIComponent(asked));
     } catch (e) {
+      if (state.detail !== asked) return;  // another session was opened meanwhile
       DETAIL.hidden = false;
       $("detail-id").textContent = shortId(state.detail);
       $("detail-status").replaceChildren(badge("unknown"));
@@ -341,7 +343,10 @@
       $("detail-progress").hidden = true;
       return;
     }
-    if (s.session_id !== state.detail) { state.detail = s.session_id; placeDetail(); }  // a prefix was asked
+    // a late answer (the refresh of the session shown before, a slow click) never takes the
+    // detail back from the session the operator opened since
+    if (state.detail !== asked) return;
+    if (s.session_id !== asked) { state.detail = s.session_id; placeDetail(); }  // a prefix was asked
     rememberShort(s);
     DETAIL.hidden = false;
     DETAIL.dataset.status = s.status;

@@ -363,9 +363,22 @@ def test_console_shows_changes_eta_short_ids_and_checks_instances(tmp_path: Path
             assert follows, "the detail is not right under its row"
             expect(page.locator("#detail")).to_be_in_viewport()
 
+            # a late answer never takes the detail back: a session whose answer comes 3 s late is
+            # clicked, then the account sync; when the late answer lands the account sync stays
+            ids = [r.get_attribute("data-session-id") for r in page.locator("#sessions-body tr.session-row").all()]
+            late = next(i for i in ids if i not in (acc, last_id))
+            page.evaluate(
+                """(id) => { const f = window.fetch; window.fetch = (u, o) => String(u).includes(id)
+                   ? new Promise((ok) => setTimeout(ok, 3000)).then(() => f(u, o)) : f(u, o); }""",
+                late,
+            )
+            page.locator(f"tr[data-session-id='{late}'] td").first.click()
+
             # 1. the change list of the account sync, in its record detail
             page.locator(f"tr[data-session-id='{acc}'] button.details").click()
             expect(page.locator("#detail")).to_have_attribute("data-session-id", acc, timeout=15_000)
+            page.wait_for_timeout(4_000)  # the late answer has landed by now
+            expect(page.locator("#detail")).to_have_attribute("data-session-id", acc)
             expect(page.locator("#detail-id")).to_have_text(acc[:8])
             rec = page.locator("#detail-records tr.record-row[data-instance='pg-main']")
             expect(rec).to_have_attribute("data-changes", "40")
