@@ -337,9 +337,14 @@ class PrefectServerProcess(_Process):
         database_url: str | None = None,
         extra_env: dict[str, str] | None = None,
         split_services: bool = False,
+        embedded: bool = False,
     ) -> str:
         """Start it; ``database_url`` (``postgresql+asyncpg://...``): its own database there
         instead of SQLite in PREFECT_HOME; ``extra_env``: more server settings.
+
+        ``embedded``: the server syncflow's embedded default runs (``syncflow.cli._prefect_server``:
+        Prefect's app with its SQLite writes ``BEGIN IMMEDIATE``, as Prefect's ephemeral mode
+        starts it) instead of ``prefect server start``, so a SQLite row measures what users get.
 
         ``split_services``: the API alone (``--no-services``) and ``prefect server services
         start`` in a second process once the API answers, the two talking through Redis
@@ -359,6 +364,12 @@ class PrefectServerProcess(_Process):
         prefect = str(Path(sys.executable).with_name("prefect"))
         started = time.perf_counter()
         args = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        if embedded:
+            if database_url is not None or split_services:
+                raise ServiceError("the embedded default's server runs on SQLite, in one process")
+            # the markers Prefect's ephemeral mode (and syncflow.cli._runtime.server_env) sets
+            env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
+            args = [sys.executable, "-m", "syncflow.cli._prefect_server", "--port", str(self.port)]
         if split_services:
             if database_url is None:
                 raise ServiceError("split_services needs a PostgreSQL database (both processes use it)")
@@ -461,12 +472,13 @@ def start_prefect(
     extra_env: dict[str, str] | None = None,
     split_services: bool = False,
 ) -> str:
-    """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg);
-    ``split_services``: its services in a second process (see :meth:`PrefectServerProcess.start`)."""
+    """Start ``server``; with ``db="postgres"`` on a fresh database of ``dbs`` (driver asyncpg),
+    else the embedded default's server on SQLite; ``split_services``: its services in a second
+    process (see :meth:`PrefectServerProcess.start`)."""
     if db != "postgres":
         if split_services:
             raise ServiceError("a split Prefect server needs --prefect-db postgres")
-        return server.start(extra_env=extra_env)
+        return server.start(extra_env=extra_env, embedded=True)
     url = make_url(dbs.create("prefect")).set(drivername="postgresql+asyncpg")
     return server.start(
         timeout=180.0,

@@ -5,7 +5,8 @@ Prefect's floor, at several values of the global concurrency limit, as whole pro
     python -m bench.sessions --instances 10 --limits 1,2,4 --repeat 3
     python -m bench.sessions --profile bench/results/profiles --profile-limits 3
 
-On one Prefect server (``prefect server start``, PostgreSQL-backed, own PREFECT_HOME) and one
+On one Prefect server (``prefect server start``, PostgreSQL-backed, own PREFECT_HOME; with
+``--prefect-db sqlite`` the embedded default's server, :mod:`syncflow.cli._prefect_server`) and one
 fast seq server (:mod:`bench.fastseq`; each instance has its own cursor and fetches all
 ``--messages``), for each round and each limit L:
 
@@ -506,6 +507,10 @@ def median_of(runs: list[SessionRun], get: Callable[[SessionRun], float | None])
     return statistics.median(values) if values else None
 
 
+def _server_db(db: Any) -> str:
+    return "sqlite: the embedded default's server, writes BEGIN IMMEDIATE" if db == "sqlite" else str(db)
+
+
 def markdown(run: SessionBenchRun) -> str:
     """The session detail table: per variant and limit, medians over the rounds (unprofiled)."""
     from bench.apicount import categories
@@ -513,7 +518,7 @@ def markdown(run: SessionBenchRun) -> str:
     cfg = run.config
     lines = [
         f"Sessions: {cfg.instances} instances x {cfg.messages:,} messages (syncflow and the data floors), the "
-        f"floors' {cfg.instances} subflows of one task; one Prefect server ({run.prefect.get('db')}, "
+        f"floors' {cfg.instances} subflows of one task; one Prefect server ({_server_db(run.prefect.get('db'))}, "
         f"services: {run.prefect.get('services', 'one process')}); "
         f"median of {cfg.repeat} round(s); process = spawn to exit.",
         "",

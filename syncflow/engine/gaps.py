@@ -394,8 +394,7 @@ def reconcile(
             )
         )
         upto = min(max_seq, max(int(cursor or 0), after))  # the part of the range the run read
-        stored = ledger.stored_between(conn, instance_id=run.instance_id, after=after, upto=max_seq)
-        stored_read = ledger.stored_between(conn, instance_id=run.instance_id, after=after, upto=upto)
+        stored, stored_read = ledger.stored_split(conn, instance_id=run.instance_id, after=after, upto=upto, to=max_seq)
         holes, hole_empty, open_empty = ledger.hole_accounting(
             conn, instance_id=run.instance_id, category=run.category, after=after, upto=upto
         )

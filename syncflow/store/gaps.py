@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -335,9 +335,21 @@ def hole_accounting(
     return n_open, empty, open_empty
 
 
-def stored_between(db: Session | Connection, *, instance_id: int, after: int, upto: int) -> int:
-    """How many messages the store holds with ``after < seq <= upto``."""
-    return stored_in(db, instance_id=instance_id, from_seq=after + 1, to_seq=upto) if upto > after else 0
+def stored_split(db: Session | Connection, *, instance_id: int, after: int, upto: int, to: int) -> tuple[int, int]:
+    """How many messages the store holds with ``after < seq <= to``, and how many of those have
+    ``seq <= upto`` (``upto <= to``), in one statement."""
+    if to <= after:
+        return 0, 0
+    row = (
+        _conn(db)
+        .execute(
+            select(func.count(), func.coalesce(func.sum(case((Message.seq <= upto, 1), else_=0)), 0))
+            .select_from(Message)
+            .where(Message.instance_id == instance_id, Message.seq > after, Message.seq <= to)
+        )
+        .one()
+    )
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def gap_counts(session: Session, *, instance_id: int) -> dict[str, int]:
@@ -390,6 +402,7 @@ __all__ = [
     "Gap",
     "ListedGap",
     "Settled",
+    "any_open",
     "gap_counts",
     "hole_accounting",
     "holes_to_read",
@@ -397,6 +410,6 @@ __all__ = [
     "open_width",
     "record_holes",
     "settle_holes",
-    "stored_between",
     "stored_in",
+    "stored_split",
 ]

@@ -381,11 +381,12 @@ def _transition(
 def start_instance_sync(
     session: Session, *, record_id: int, flow_run_id: str | None = None, session_id: str | None = None
 ) -> SyncInstanceRecord:
-    row, rec = _transition(session, record_id, RecordStatus.RUNNING, session_id)
+    _, rec = _transition(session, record_id, RecordStatus.RUNNING, session_id)
     rec.started_at = utcnow()
     if flow_run_id:
         rec.flow_run_id = flow_run_id
-    _recount(session, row)
+    # No recount: pending -> running changes none of the session's totals, and a session with
+    # a running record cannot finish (the GROUP BY here was O(records) per instance for nothing).
     return rec
 
 

@@ -15,7 +15,7 @@ from syncflow.sources.http_seq import SeqHttpClient
 from syncflow.store import gaps as ledger
 from syncflow.store import instances as inst_svc
 from syncflow.store.db import session_scope
-from syncflow.store.models import SeqGap
+from syncflow.store.models import Message, SeqGap
 from syncflow.testing.seqserver import SeqServer
 
 SEQ_MAX = 2**63 - 1
@@ -51,6 +51,23 @@ def test_record_holes_skips_holes_already_covered_and_keeps_bigint_seqs(engine: 
             3,
             1 + 1 + 3,
         )  # (5, 7) clipped to 7
+
+
+def test_stored_split_counts_a_range_and_its_read_part_in_one_statement(engine: Engine) -> None:
+    iid = _instance(engine)
+    with session_scope(engine) as s:
+        other = inst_svc.add_instance(s, name="im-2", kind="http-seq").id
+        seqs = [1, 2, 3, 5, 8, 9, SEQ_MAX - 1, SEQ_MAX]
+        s.add_all(Message(instance_id=iid, message_id=f"m{q}", seq=q) for q in seqs)
+        s.add_all(Message(instance_id=other, message_id=f"m{q}", seq=q) for q in range(1, 20))
+    with session_scope(engine) as s:
+        # (2, 9]: 3, 5, 8, 9; of those <= 5: 3, 5 (the other instance's rows never count)
+        assert ledger.stored_split(s, instance_id=iid, after=2, upto=5, to=9) == (4, 2)
+        assert ledger.stored_split(s, instance_id=iid, after=0, upto=0, to=3) == (3, 0)
+        assert ledger.stored_split(s, instance_id=iid, after=9, upto=9, to=9) == (0, 0)  # an empty range
+        assert ledger.stored_split(s, instance_id=iid, after=4, upto=7, to=SEQ_MAX) == (5, 1)
+        assert ledger.stored_split(s, instance_id=iid, after=SEQ_MAX - 2, upto=SEQ_MAX, to=SEQ_MAX) == (2, 2)
+        assert ledger.stored_split(s, instance_id=iid, after=100, upto=150, to=200) == (0, 0)  # none stored
 
 
 def test_a_failed_page_transaction_records_no_hole(engine: Engine) -> None:
