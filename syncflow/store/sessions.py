@@ -387,6 +387,7 @@ def start_instance_sync(
         rec.flow_run_id = flow_run_id
     # No recount: pending -> running changes none of the session's totals, and a session with
     # a running record cannot finish (the GROUP BY here was O(records) per instance for nothing).
+    session.flush()  # written now, as every transition is: a Core statement next must see it
     return rec
 
 
@@ -480,6 +481,8 @@ def add_record_progress(
     Does not lock the session row (batches of different instances must not queue on it).
     """
     rec = cast(Table, SyncInstanceRecord.__table__)  # declarative types it as any FromClause
+    if isinstance(session, Session):
+        session.flush()  # this Core UPDATE bypasses autoflush, and expire_all() below drops what is unflushed
     conn = session.connection() if isinstance(session, Session) else session
     values: dict[str, Any] = {
         "items_synced": rec.c.items_synced + counts.synced,

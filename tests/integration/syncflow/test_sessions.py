@@ -34,6 +34,23 @@ def _session(engine: Engine, sid: str) -> SyncSession:
         return svc.get_session(s, session_id=sid, with_records=True)
 
 
+def test_a_started_record_stays_running_when_its_progress_follows_in_the_same_transaction(engine: Engine) -> None:
+    # start_instance_sync no longer recounts (which flushed): it must still write the record
+    # before add_record_progress's Core UPDATE, whose expire_all() drops what is unflushed
+    sid, recs = _session_with_records(engine, 2)
+    with session_scope(engine) as s:
+        svc.start_instance_sync(s, record_id=recs[0], flow_run_id="00000000-0000-0000-0000-000000000002")
+        assert svc.add_record_progress(s, record_id=recs[0], counts=ItemCounts(synced=7), details={"batches": 1}) == (
+            "running",
+            "running",
+        )
+    got = _session(engine, sid)
+    rec = next(r for r in got.records if r.id == recs[0])
+    assert (rec.status, rec.items_synced, rec.sync_details) == ("running", 7, {"batches": 1})
+    assert rec.started_at is not None and str(rec.flow_run_id) == "00000000-0000-0000-0000-000000000002"
+    assert (got.status, got.total_instances, got.successful_instances, got.failed_instances) == ("running", 2, 0, 0)
+
+
 def test_full_life_cycle_counts_and_finishes(engine: Engine) -> None:
     sid, recs = _session_with_records(engine, 3)
     assert _session(engine, sid).total_instances == 3
