@@ -367,8 +367,9 @@ class PrefectServerProcess(_Process):
         if embedded:
             if database_url is not None or split_services:
                 raise ServiceError("the embedded default's server runs on SQLite, in one process")
-            # the markers Prefect's ephemeral mode (and syncflow.cli._runtime.server_env) sets
-            env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"})
+            from syncflow.cli._runtime import SERVER_MARKERS
+
+            env.update(SERVER_MARKERS)
             args = [sys.executable, "-m", "syncflow.cli._prefect_server", "--port", str(self.port)]
         if split_services:
             if database_url is None:

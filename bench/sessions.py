@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -611,8 +612,6 @@ def median_ci(
     """A percentile-bootstrap confidence interval of the median of ``values`` (seeded, so a
     report re-printed from its JSON reads the same); None with fewer than 3 values. How far a
     sitting's median speed-up ratio can be trusted on a machine whose runs spread +-30 %."""
-    import random
-
     if len(values) < 3:
         return None
     rng = random.Random(seed)

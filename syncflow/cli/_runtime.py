@@ -141,6 +141,11 @@ def _embed_server() -> None:
     SubprocessASGIServer._syncflow = True  # type: ignore[attr-defined]
 
 
+SERVER_MARKERS = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+"""What Prefect's own ephemeral command sets in its server's environment (``bench`` starts the
+embedded server with them too)."""
+
+
 def server_env() -> dict[str, str]:
     """The environment of the embedded server: the process's, Prefect's settings, the
     ephemeral markers Prefect's own command sets, and the console left as Prefect has it."""
@@ -148,9 +153,7 @@ def server_env() -> dict[str, str]:
 
     env = {
         **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
+        **SERVER_MARKERS,
         **get_current_settings().to_environment_variables(exclude_unset=True),
     }
     for key, value in _state["set"].items():

@@ -387,7 +387,6 @@ def start_instance_sync(
         rec.flow_run_id = flow_run_id
     # No recount: pending -> running changes none of the session's totals, and a session with
     # a running record cannot finish (the GROUP BY here was O(records) per instance for nothing).
-    session.flush()  # written now, as every transition is: a Core statement next must see it
     return rec
 
 
